@@ -1,0 +1,535 @@
+/* workers.c - Python worker threads, the request queues, and the calls they run.
+ *
+ * Each worker is one context: jobs sent to context N run in order on worker N.
+ * Jobs without a context go to a shared queue that any idle worker takes from.
+ * A worker holds the GIL only while running a job; waiting for work happens on
+ * its condition variable with the GIL released. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "convert.h"
+#include "workers.h"
+
+#define MAX_WORKERS 1024
+#define WORKER_STACK (16 << 20) /* deep conversions and Python recursion */
+
+typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_CANCELLED } job_state_t;
+
+typedef struct worker worker_t;
+
+/* A job is a resource: the Erlang caller holds it (to cancel), and so does
+ * whichever queue, worker or janitor task is handling it. */
+struct job {
+    janitor_task_t interrupt; /* posted when a running job is cancelled */
+    job_t *next;              /* queue link, guarded by P.lock */
+    ErlNifEnv *env;           /* owns ref, request and the reply */
+    ERL_NIF_TERM ref, request;
+    ErlNifPid caller;
+    int context;              /* 0 = any worker */
+    _Atomic int state;        /* job_state_t; changed under P.lock, read anywhere */
+    worker_t *worker;         /* set under P.lock when the job starts */
+};
+
+struct worker {
+    int index;             /* context number, 1-based; set once */
+    pthread_cond_t wake;   /* signalled under P.lock */
+    job_t *head, *tail;    /* this context's queue, guarded by P.lock */
+    int idle;              /* waiting for work, guarded by P.lock */
+    unsigned long ident;   /* Python thread ident; set before the first job */
+    job_t *current;        /* job being run, guarded by the GIL */
+    PyObject *globals;     /* context namespace, guarded by the GIL */
+    unsigned generation;   /* P.generation the namespace belongs to (GIL) */
+};
+
+/* The pool.  `lock` guards every field; lock order: P.lock before the janitor lock. */
+static struct {
+    pthread_mutex_t lock;
+    job_t *head, *tail;              /* jobs for any worker */
+    worker_t *workers[MAX_WORKERS];  /* workers[i] is context i + 1 */
+    int count;                       /* threads started; never shrinks */
+    int contexts;                    /* contexts of the last start */
+    int accepting;                   /* 1 between start and stop */
+    unsigned generation;             /* bumped by each start: namespaces reset */
+} P = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static PyObject *shared_globals; /* namespace of calls without a context; GIL */
+
+/* The job this thread is running, read only by this thread. */
+static _Thread_local job_t *tls_job;
+
+/* ------------------------------------------------------------ job resource */
+
+static void job_dtor(ErlNifEnv *env, void *obj)
+{
+    (void)env;
+    job_t *job = obj;
+    if (job->env)
+        enif_free_env(job->env);
+}
+
+int workers_job_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags)
+{
+    ERLPY_JOB_RT = enif_open_resource_type(env, NULL, "erlpy_job", job_dtor, flags, NULL);
+    return ERLPY_JOB_RT ? 0 : -1;
+}
+
+int worker_interrupted(void *unused)
+{
+    (void)unused;
+    return tls_job && atomic_load(&tls_job->state) == JOB_CANCELLED;
+}
+
+/* ------------------------------------------------------------ running a job */
+
+static PyObject *new_namespace(const char *name)
+{
+    PyObject *ns = PyDict_New();
+    PyObject *modname = PyUnicode_FromString(name);
+    if (!ns || !modname || PyDict_SetItemString(ns, "__builtins__", PyEval_GetBuiltins()) < 0 ||
+        PyDict_SetItemString(ns, "__name__", modname) < 0)
+        Py_CLEAR(ns);
+    Py_XDECREF(modname);
+    return ns;
+}
+
+static PyObject *namespace_for(worker_t *w, job_t *job, unsigned generation)
+{
+    if (!job->context) {
+        if (!shared_globals)
+            shared_globals = new_namespace("__erlpy__");
+        return shared_globals;
+    }
+    if (!w->globals || w->generation != generation) {
+        Py_CLEAR(w->globals);
+        w->globals = new_namespace("__erlpy_context__");
+        w->generation = generation;
+    }
+    return w->globals;
+}
+
+/* A binary as a Python str (UTF-8, strict). */
+static PyObject *binary_to_str(ErlNifEnv *env, ERL_NIF_TERM term)
+{
+    ErlNifBinary bin;
+    if (!enif_inspect_binary(env, term, &bin)) {
+        PyErr_SetString(PyExc_TypeError, "expected a binary");
+        return NULL;
+    }
+    return PyUnicode_DecodeUTF8((const char *)bin.data, bin.size, "strict");
+}
+
+/* Imports a (dotted) module and walks a (dotted) attribute path. */
+static PyObject *resolve_callable(ErlNifEnv *env, ERL_NIF_TERM mod, ERL_NIF_TERM fun)
+{
+    PyObject *modname = binary_to_str(env, mod);
+    PyObject *obj = modname ? PyImport_Import(modname) : NULL;
+    Py_XDECREF(modname);
+    PyObject *path = obj ? binary_to_str(env, fun) : NULL;
+    PyObject *parts = path ? PyUnicode_Split(path, PyUnicode_FromString("."), -1) : NULL;
+    Py_XDECREF(path);
+    if (!parts) {
+        Py_XDECREF(obj);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; obj && i < PyList_GET_SIZE(parts); i++) {
+        PyObject *next = PyObject_GetAttr(obj, PyList_GET_ITEM(parts, i));
+        Py_DECREF(obj);
+        obj = next;
+    }
+    Py_DECREF(parts);
+    return obj;
+}
+
+static PyObject *run_call(ErlNifEnv *env, const ERL_NIF_TERM *req)
+{
+    PyObject *fn = resolve_callable(env, req[1], req[2]);
+    PyObject *arglist = fn ? erlpy_to_py(env, req[3]) : NULL;
+    PyObject *args = arglist ? PyList_AsTuple(arglist) : NULL;
+    PyObject *kwargs = args ? erlpy_kwargs_to_py(env, req[4]) : NULL;
+    PyObject *result = NULL;
+    if (kwargs)
+        result = PyObject_Call(fn, args, PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
+    Py_XDECREF(fn);
+    Py_XDECREF(arglist);
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    return result;
+}
+
+/* Compiles and runs source text; `start` is Py_eval_input or Py_file_input. */
+static PyObject *run_source(ErlNifEnv *env, ERL_NIF_TERM code, int start, PyObject *globals,
+                            PyObject *locals)
+{
+    PyObject *src = binary_to_str(env, code);
+    if (!src)
+        return NULL;
+    Py_ssize_t len;
+    const char *text = PyUnicode_AsUTF8AndSize(src, &len);
+    PyObject *result = NULL;
+    if (text && (Py_ssize_t)strlen(text) != len)
+        PyErr_SetString(PyExc_ValueError, "source code string cannot contain null bytes");
+    else if (text)
+        result = PyRun_String(text, start, globals, locals);
+    Py_DECREF(src);
+    return result;
+}
+
+static PyObject *run_eval(ErlNifEnv *env, const ERL_NIF_TERM *req, PyObject *globals)
+{
+    PyObject *locals = erlpy_kwargs_to_py(env, req[2]);
+    if (!locals)
+        return NULL;
+    PyObject *result;
+    if (PyDict_GET_SIZE(locals)) {
+        /* One merged namespace, so comprehensions and lambdas see the locals. */
+        PyObject *scope = PyDict_Copy(globals);
+        result = scope && PyDict_Update(scope, locals) == 0
+                     ? run_source(env, req[1], Py_eval_input, scope, scope)
+                     : NULL;
+        Py_XDECREF(scope);
+    } else {
+        result = run_source(env, req[1], Py_eval_input, globals, globals);
+    }
+    Py_DECREF(locals);
+    return result;
+}
+
+/* Runs the job's request and returns the reply term, built in job->env. */
+static ERL_NIF_TERM execute(worker_t *w, job_t *job, unsigned generation)
+{
+    ErlNifEnv *env = job->env;
+    int arity;
+    const ERL_NIF_TERM *req;
+    enif_get_tuple(env, job->request, &arity, &req);
+    PyObject *globals = namespace_for(w, job, generation);
+    if (!globals)
+        return erlpy_error_from_exception(env);
+    PyObject *result;
+    int is_exec = arity == 2;
+    if (arity == 5)
+        result = run_call(env, req);
+    else if (arity == 3)
+        result = run_eval(env, req, globals);
+    else
+        result = run_source(env, req[1], Py_file_input, globals, globals);
+    if (!result)
+        return erlpy_error_from_exception(env);
+    ERL_NIF_TERM reply = ATOMS.ok;
+    if (!is_exec) {
+        ERL_NIF_TERM value;
+        if (erlpy_from_py(env, result, &value) != CONV_OK)
+            reply = erlpy_error_from_exception(env);
+        else
+            reply = enif_make_tuple2(env, ATOMS.ok, value);
+    }
+    Py_DECREF(result);
+    return reply;
+}
+
+/* ------------------------------------------------------------ the threads */
+
+static job_t *pop(job_t **head, job_t **tail)
+{
+    job_t *job = *head;
+    if (job) {
+        *head = job->next;
+        if (!*head)
+            *tail = NULL;
+        job->next = NULL;
+    }
+    return job;
+}
+
+static void push(job_t **head, job_t **tail, job_t *job)
+{
+    job->next = NULL;
+    if (*tail)
+        (*tail)->next = job;
+    else
+        *head = job;
+    *tail = job;
+}
+
+/* Waits for the next job of this worker: its own queue first, then the shared
+ * one (only while it is one of the contexts in use). */
+static job_t *next_job(worker_t *w, unsigned *generation)
+{
+    pthread_mutex_lock(&P.lock);
+    job_t *job;
+    for (;;) {
+        job = pop(&w->head, &w->tail);
+        if (!job && w->index <= P.contexts)
+            job = pop(&P.head, &P.tail);
+        if (job)
+            break;
+        w->idle = 1;
+        pthread_cond_wait(&w->wake, &P.lock);
+        w->idle = 0;
+    }
+    job->worker = w;
+    atomic_store(&job->state, JOB_RUNNING);
+    *generation = P.generation;
+    pthread_mutex_unlock(&P.lock);
+    return job;
+}
+
+static void finish(job_t *job, ERL_NIF_TERM reply)
+{
+    pthread_mutex_lock(&P.lock);
+    int cancelled = atomic_load(&job->state) == JOB_CANCELLED;
+    if (!cancelled)
+        atomic_store(&job->state, JOB_DONE);
+    pthread_mutex_unlock(&P.lock);
+    if (!cancelled)
+        enif_send(NULL, &job->caller, job->env, enif_make_tuple2(job->env, job->ref, reply));
+    enif_release_resource(job);
+}
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    (void)gil;
+    w->ident = PyThread_get_thread_ident();
+    PyThreadState *ts = PyEval_SaveThread();
+    for (;;) {
+        unsigned generation;
+        job_t *job = next_job(w, &generation);
+        tls_job = job;
+        PyEval_RestoreThread(ts);
+        w->current = job; /* from here the janitor may raise CallTimeout in us */
+        ERL_NIF_TERM reply = ATOMS.cancelled;
+        if (atomic_load(&job->state) != JOB_CANCELLED)
+            reply = execute(w, job, generation);
+        w->current = NULL;
+        PyThreadState_SetAsyncExc(w->ident, NULL); /* a timeout that came too late */
+        PyErr_Clear();
+        ts = PyEval_SaveThread();
+        tls_job = NULL;
+        finish(job, reply);
+    }
+    return NULL;
+}
+
+static worker_t *worker_new(int index)
+{
+    worker_t *w = enif_alloc(sizeof *w);
+    if (!w)
+        return NULL;
+    memset(w, 0, sizeof *w);
+    w->index = index;
+    if (pthread_cond_init(&w->wake, NULL) != 0) {
+        enif_free(w);
+        return NULL;
+    }
+    pthread_t thread;
+    pthread_attr_t attr;
+    int rc = pthread_attr_init(&attr);
+    if (rc == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, WORKER_STACK);
+        rc = pthread_create(&thread, &attr, worker_main, w);
+        pthread_attr_destroy(&attr);
+    }
+    if (rc != 0) {
+        pthread_cond_destroy(&w->wake);
+        enif_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+/* ------------------------------------------------------------ timeouts */
+
+/* Janitor thread, GIL held: raise CallTimeout in the worker if it still runs
+ * the job (the worker changes `current` only while holding the GIL). */
+static void interrupt_run(janitor_task_t *task)
+{
+    job_t *job = (job_t *)task;
+    worker_t *w = job->worker;
+    if (w && w->current == job)
+        PyThreadState_SetAsyncExc(w->ident, PY.call_timeout);
+    enif_release_resource(job);
+}
+
+/* ------------------------------------------------------------ NIFs */
+
+/* start(Contexts) -> ok | {error, enomem}.  Grows the pool to Contexts threads
+ * and resets every namespace. */
+ERL_NIF_TERM workers_start_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    int n;
+    if (!enif_get_int(env, argv[0], &n) || n < 1 || n > MAX_WORKERS)
+        return enif_make_badarg(env);
+    ERL_NIF_TERM result = ATOMS.ok;
+    pthread_mutex_lock(&P.lock);
+    while (P.count < n) {
+        worker_t *w = worker_new(P.count + 1);
+        if (!w) {
+            result = erlpy_make_error(env, ATOMS.enomem);
+            break;
+        }
+        P.workers[P.count++] = w;
+    }
+    P.contexts = P.count < n ? P.count : n;
+    P.accepting = 1;
+    P.generation++;
+    pthread_mutex_unlock(&P.lock);
+    return result;
+}
+
+/* stop() -> ok.  Later submits get {error, not_started}; queued jobs still run. */
+ERL_NIF_TERM workers_stop_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)env;
+    (void)argc;
+    (void)argv;
+    pthread_mutex_lock(&P.lock);
+    P.accepting = 0;
+    pthread_mutex_unlock(&P.lock);
+    return ATOMS.ok;
+}
+
+static int valid_request(ErlNifEnv *env, ERL_NIF_TERM request)
+{
+    int arity;
+    const ERL_NIF_TERM *r;
+    if (!enif_get_tuple(env, request, &arity, &r) || !enif_is_atom(env, r[0]) ||
+        !enif_is_binary(env, r[1]))
+        return 0;
+    switch (arity) {
+    case 5: /* {call, Module, Function, Args, Kwargs} */
+        return enif_is_binary(env, r[2]) && enif_is_list(env, r[3]) && enif_is_map(env, r[4]);
+    case 3: /* {eval, Code, Locals} */
+        return enif_is_map(env, r[2]);
+    case 2: /* {exec, Code} */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* submit(Context, Ref, Request) -> {ok, Job} | {error, not_started | no_context} */
+ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    int context;
+    if (!enif_get_int(env, argv[0], &context) || context < 0 || !enif_is_ref(env, argv[1]) ||
+        !valid_request(env, argv[2]))
+        return enif_make_badarg(env);
+    job_t *job = enif_alloc_resource(ERLPY_JOB_RT, sizeof *job);
+    if (!job)
+        return erlpy_make_error(env, ATOMS.enomem);
+    memset(job, 0, sizeof *job);
+    job->interrupt.run = interrupt_run;
+    job->context = context;
+    job->env = enif_alloc_env();
+    if (!job->env) {
+        enif_release_resource(job);
+        return erlpy_make_error(env, ATOMS.enomem);
+    }
+    job->ref = enif_make_copy(job->env, argv[1]);
+    job->request = enif_make_copy(job->env, argv[2]);
+    enif_self(env, &job->caller);
+    atomic_store(&job->state, JOB_QUEUED);
+
+    ERL_NIF_TERM result;
+    pthread_mutex_lock(&P.lock);
+    if (!P.accepting) {
+        result = erlpy_make_error(env, ATOMS.not_started);
+    } else if (context > P.contexts) {
+        result = erlpy_make_error(env, ATOMS.no_context);
+    } else {
+        enif_keep_resource(job); /* the queue's reference */
+        if (context) {
+            worker_t *w = P.workers[context - 1];
+            push(&w->head, &w->tail, job);
+            pthread_cond_signal(&w->wake);
+        } else {
+            push(&P.head, &P.tail, job);
+            for (int i = 0; i < P.contexts; i++) {
+                worker_t *w = P.workers[i];
+                if (w->idle) {
+                    w->idle = 0; /* claimed: the next job goes to another idle one */
+                    pthread_cond_signal(&w->wake);
+                    break;
+                }
+            }
+        }
+        result = enif_make_tuple2(env, ATOMS.ok, enif_make_resource(env, job));
+    }
+    pthread_mutex_unlock(&P.lock);
+    enif_release_resource(job);
+    return result;
+}
+
+static int unlink_job(job_t **head, job_t **tail, job_t *job)
+{
+    job_t *prev = NULL;
+    for (job_t *j = *head; j; prev = j, j = j->next) {
+        if (j != job)
+            continue;
+        if (prev)
+            prev->next = j->next;
+        else
+            *head = j->next;
+        if (*tail == j)
+            *tail = prev;
+        j->next = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+/* cancel(Job) -> cancelled | done.  `done`: the reply is (being) sent. */
+ERL_NIF_TERM workers_cancel_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    job_t *job;
+    if (!enif_get_resource(env, argv[0], ERLPY_JOB_RT, (void **)&job))
+        return enif_make_badarg(env);
+    int release_queue_ref = 0, post_interrupt = 0;
+    pthread_mutex_lock(&P.lock);
+    int state = atomic_load(&job->state);
+    if (state == JOB_QUEUED) {
+        worker_t *w = job->context ? P.workers[job->context - 1] : NULL;
+        release_queue_ref = w ? unlink_job(&w->head, &w->tail, job) : unlink_job(&P.head, &P.tail, job);
+        atomic_store(&job->state, JOB_CANCELLED);
+    } else if (state == JOB_RUNNING) {
+        atomic_store(&job->state, JOB_CANCELLED);
+        enif_keep_resource(job); /* the janitor task's reference */
+        post_interrupt = 1;
+    }
+    pthread_mutex_unlock(&P.lock);
+    if (post_interrupt)
+        janitor_post(&job->interrupt);
+    if (release_queue_ref)
+        enif_release_resource(job);
+    return state == JOB_DONE ? ATOMS.done : ATOMS.cancelled;
+}
+
+/* info() -> #{contexts, threads, busy, queued} */
+ERL_NIF_TERM workers_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    (void)argv;
+    pthread_mutex_lock(&P.lock);
+    int busy = 0, queued = 0;
+    for (int i = 0; i < P.count; i++) {
+        busy += !P.workers[i]->idle;
+        for (job_t *j = P.workers[i]->head; j; j = j->next)
+            queued++;
+    }
+    for (job_t *j = P.head; j; j = j->next)
+        queued++;
+    ERL_NIF_TERM keys[] = {enif_make_atom(env, "contexts"), enif_make_atom(env, "threads"),
+                           enif_make_atom(env, "busy"), enif_make_atom(env, "queued")};
+    ERL_NIF_TERM values[] = {enif_make_int(env, P.contexts), enif_make_int(env, P.count),
+                             enif_make_int(env, busy), enif_make_int(env, queued)};
+    pthread_mutex_unlock(&P.lock);
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, values, 4, &map);
+    return map;
+}

@@ -1,0 +1,161 @@
+%% @doc Call Python from Erlang.
+%%
+%% Every call runs on one of erlpy's Python worker threads; the calling
+%% process waits in a `receive', so no scheduler is blocked.  A context
+%% (`context/1') is one worker thread with its own namespace: calls sent to
+%% it run in order on the same OS thread.  Calls without a context go to any
+%% free worker and share one namespace.
+%%
+%% Results are `{ok, Term}' (or `ok' for `exec'); errors are `{error, Reason}'
+%% where Reason is an atom for runtime conditions (`timeout', `too_deep',
+%% `not_started', `no_context', `enomem') or, for a Python exception,
+%% `{python, Type, Message, Traceback}' with three binaries.
+%% See docs/bridge.md for the conversion table.
+-module(py).
+
+-export([call/3, call/4, call/5, call/6,
+         eval/1, eval/2, eval/3, eval/4,
+         exec/1, exec/2, exec/3,
+         context/1, contexts/0]).
+
+-record(py_context, {id :: pos_integer()}).
+
+-opaque context() :: #py_context{}.
+-type target() :: context() | any.
+-type name() :: atom() | binary() | string().
+-type code() :: iodata().
+-type kwargs() :: #{atom() | binary() => term()}.
+-type options() :: #{timeout => timeout()}.
+-type error() :: timeout | too_deep | not_started | no_context | enomem
+               | {python, Type :: binary(), Message :: binary(), Traceback :: binary()}.
+-export_type([context/0, target/0, error/0, options/0, kwargs/0]).
+
+%% @doc Calls `Module.Function(*Args)' on any free worker.
+-spec call(name(), name(), [term()]) -> {ok, term()} | {error, error()}.
+call(Module, Function, Args) ->
+    call(any, Module, Function, Args, #{}, #{}).
+
+%% @doc `call(Module, Function, Args, Kwargs)', or `call(Context, Module,
+%% Function, Args)' when the first argument is a context.
+-spec call(target() | name(), name(), [term()] | name(), kwargs() | [term()]) ->
+          {ok, term()} | {error, error()}.
+call(Ctx, Module, Function, Args) when is_record(Ctx, py_context); Ctx =:= any ->
+    call(Ctx, Module, Function, Args, #{}, #{});
+call(Module, Function, Args, Kwargs) ->
+    call(any, Module, Function, Args, Kwargs, #{}).
+
+%% @doc `call(Context, Module, Function, Args, Kwargs)', or `call(Module,
+%% Function, Args, Kwargs, Options)' when the first argument is not a context.
+-spec call(target() | name(), name(), name() | [term()], [term()] | kwargs(),
+           kwargs() | options()) -> {ok, term()} | {error, error()}.
+call(Ctx, Module, Function, Args, Kwargs) when is_record(Ctx, py_context); Ctx =:= any ->
+    call(Ctx, Module, Function, Args, Kwargs, #{});
+call(Module, Function, Args, Kwargs, Options) ->
+    call(any, Module, Function, Args, Kwargs, Options).
+
+%% @doc Calls `Module.Function(*Args, **Kwargs)' on `Context' (or `any'
+%% worker).  Module and Function may be dotted (`os.path', `path.join').
+%% Options: `timeout' in milliseconds (default: app env `call_timeout').
+%% On timeout the Python code is interrupted by `erlang.CallTimeout'.
+-spec call(target(), name(), name(), [term()], kwargs(), options()) ->
+          {ok, term()} | {error, error()}.
+call(Ctx, Module, Function, Args, Kwargs, Options)
+  when is_list(Args), is_map(Kwargs), is_map(Options) ->
+    run(Ctx, {call, name(Module), name(Function), Args, Kwargs}, Options);
+call(_Ctx, _Module, _Function, _Args, _Kwargs, _Options) ->
+    error(badarg).
+
+%% @doc Evaluates a Python expression on any worker.
+-spec eval(code()) -> {ok, term()} | {error, error()}.
+eval(Code) ->
+    eval(any, Code, #{}, #{}).
+
+%% @doc Evaluates a Python expression with extra local names.
+-spec eval(code(), kwargs()) -> {ok, term()} | {error, error()}.
+eval(Code, Locals) ->
+    eval(any, Code, Locals, #{}).
+
+%% @doc Evaluates a Python expression on `Context' with extra local names.
+-spec eval(target(), code(), kwargs()) -> {ok, term()} | {error, error()}.
+eval(Ctx, Code, Locals) ->
+    eval(Ctx, Code, Locals, #{}).
+
+%% @doc Evaluates a Python expression on `Context' with extra local names
+%% and options.  The expression sees the context's namespace.
+-spec eval(target(), code(), kwargs(), options()) -> {ok, term()} | {error, error()}.
+eval(Ctx, Code, Locals, Options) when is_map(Locals), is_map(Options) ->
+    run(Ctx, {eval, code(Code), Locals}, Options);
+eval(_Ctx, _Code, _Locals, _Options) ->
+    error(badarg).
+
+%% @doc Executes Python statements on any worker, in the shared namespace.
+-spec exec(code()) -> ok | {error, error()}.
+exec(Code) ->
+    exec(any, Code, #{}).
+
+%% @doc Executes Python statements on `Context'; names they define stay in
+%% the context's namespace for later calls on it.
+-spec exec(target(), code()) -> ok | {error, error()}.
+exec(Ctx, Code) ->
+    exec(Ctx, Code, #{}).
+
+%% @doc Like `exec/2', with options.
+-spec exec(target(), code(), options()) -> ok | {error, error()}.
+exec(Ctx, Code, Options) when is_map(Options) ->
+    run(Ctx, {exec, code(Code)}, Options);
+exec(_Ctx, _Code, _Options) ->
+    error(badarg).
+
+%% @doc Context `N' (1-based, up to `contexts()').
+-spec context(pos_integer()) -> context().
+context(N) when is_integer(N), N >= 1 ->
+    #py_context{id = N};
+context(_) ->
+    error(badarg).
+
+%% @doc The number of contexts the running application has.
+-spec contexts() -> non_neg_integer().
+contexts() ->
+    maps:get(contexts, py_nif:info()).
+
+%% ------------------------------------------------------------------ internal
+
+run(Ctx, Request, Options) ->
+    Timeout = maps:get(timeout, Options, application:get_env(erlpy, call_timeout, infinity)),
+    is_timeout(Timeout) orelse error(badarg),
+    Ref = make_ref(),
+    case py_nif:submit(context_id(Ctx), Ref, Request) of
+        {ok, Job} -> await(Ref, Job, Timeout);
+        {error, _} = Error -> Error
+    end.
+
+%% The worker replies {Ref, Reply}.  After a timeout, cancel: if the reply
+%% was already on its way, take it; otherwise the worker will not send one.
+await(Ref, Job, Timeout) ->
+    receive
+        {Ref, Reply} -> Reply
+    after Timeout ->
+            case py_nif:cancel(Job) of
+                cancelled -> {error, timeout};
+                done -> receive {Ref, Reply} -> Reply end
+            end
+    end.
+
+context_id(any) -> 0;
+context_id(#py_context{id = N}) -> N;
+context_id(_) -> error(badarg).
+
+is_timeout(infinity) -> true;
+is_timeout(T) -> is_integer(T) andalso T >= 0.
+
+name(Name) when is_atom(Name) -> atom_to_binary(Name, utf8);
+name(Name) when is_binary(Name) -> Name;
+name(Name) when is_list(Name) -> code(Name);
+name(_) -> error(badarg).
+
+code(Code) ->
+    try unicode:characters_to_binary(Code) of
+        Bin when is_binary(Bin) -> Bin;
+        _ -> error(badarg)
+    catch error:_ -> error(badarg)
+    end.
