@@ -10,7 +10,7 @@
 typedef struct {
     ERL_NIF_TERM ok, error, true_, false_, none, undefined, badarg;
     ERL_NIF_TERM timeout, too_deep, not_started, no_context, enomem;
-    ERL_NIF_TERM python, cancelled, done, nan, inf, neg_inf;
+    ERL_NIF_TERM call, eval, exec, python, cancelled, done, nan, inf, neg_inf;
     ERL_NIF_TERM closed, overflow, aborted, writer_down, wait;
     ERL_NIF_TERM written, read_pos, unread, eof, waiting_readers, memory;
     ERL_NIF_TERM reader_closed, content_length, max_unread, low_watermark;

@@ -32,6 +32,9 @@ static void make_atoms(ErlNifEnv *env)
     ATOM(not_started, "not_started");
     ATOM(no_context, "no_context");
     ATOM(enomem, "enomem");
+    ATOM(call, "call");
+    ATOM(eval, "eval");
+    ATOM(exec, "exec");
     ATOM(python, "python");
     ATOM(cancelled, "cancelled");
     ATOM(done, "done");

@@ -396,19 +396,13 @@ static int valid_request(ErlNifEnv *env, ERL_NIF_TERM request)
 {
     int arity;
     const ERL_NIF_TERM *r;
-    if (!enif_get_tuple(env, request, &arity, &r) || !enif_is_atom(env, r[0]) ||
-        !enif_is_binary(env, r[1]))
+    if (!enif_get_tuple(env, request, &arity, &r) || arity < 2 || !enif_is_binary(env, r[1]))
         return 0;
-    switch (arity) {
-    case 5: /* {call, Module, Function, Args, Kwargs} */
+    if (arity == 5 && enif_is_identical(r[0], ATOMS.call)) /* {call, Module, Function, Args, Kwargs} */
         return enif_is_binary(env, r[2]) && enif_is_list(env, r[3]) && enif_is_map(env, r[4]);
-    case 3: /* {eval, Code, Locals} */
+    if (arity == 3 && enif_is_identical(r[0], ATOMS.eval)) /* {eval, Code, Locals} */
         return enif_is_map(env, r[2]);
-    case 2: /* {exec, Code} */
-        return 1;
-    default:
-        return 0;
-    }
+    return arity == 2 && enif_is_identical(r[0], ATOMS.exec); /* {exec, Code} */
 }
 
 /* submit(Context, Ref, Request) -> {ok, Job} | {error, not_started | no_context} */

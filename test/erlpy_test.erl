@@ -1,0 +1,28 @@
+%% Helpers shared by the Common Test suites.
+-module(erlpy_test).
+-export([start/1, stop/1, wait_until/1, wait_until/2, python_dir/0]).
+
+%% Starts erlpy with test/python on sys.path.
+start(Config) ->
+    _ = application:load(erlpy),
+    ok = application:set_env(erlpy, python_path, [python_dir()]),
+    {ok, _} = application:ensure_all_started(erlpy),
+    Config.
+
+stop(_Config) ->
+    ok = application:stop(erlpy).
+
+python_dir() ->
+    Src = proplists:get_value(source, ?MODULE:module_info(compile)),
+    filename:join(filename:dirname(Src), "python").
+
+wait_until(F) ->
+    wait_until(F, 5000).
+
+wait_until(F, Timeout) when Timeout =< 0 ->
+    F() orelse error(wait_until_timed_out);
+wait_until(F, Timeout) ->
+    case F() of
+        true -> ok;
+        false -> timer:sleep(10), wait_until(F, Timeout - 10)
+    end.
