@@ -81,3 +81,7 @@ def nested_list(depth):
 
 def kwargs_echo(*args, **kwargs):
     return [list(args), kwargs]
+
+
+def identity(x):
+    return x
