@@ -1,11 +1,45 @@
-/* buffer_nif.h - the Erlang side of py_buffer. */
+/* buffer_nif.h - a py_buffer: the resource shared by Erlang (buffer_nif.c)
+ * and Python (buffer_type.c), wrapping one stream. */
 #ifndef ERLPY_BUFFER_NIF_H
 #define ERLPY_BUFFER_NIF_H
 
+#include <pthread.h>
+
 #include "erlpy.h"
+#include "stream.h"
+
+typedef struct {
+    stream_t *stream;         /* set once in new(); freed by the destructor */
+    int64_t read_timeout_ms;  /* per blocking read, -1 = none; set once */
+    size_t line_limit;        /* readline's bound, 0 = none; set once */
+    ERL_NIF_TERM wait_reply;  /* write's answer under backpressure: wait or
+                               * {wait, WriteTimeoutMs}; set once, an immediate
+                               * or built in a private env */
+    ErlNifEnv *term_env;      /* holds wait_reply; set once */
+    ErlNifMonitor monitor;    /* on the creating process; set once */
+    pthread_mutex_t lock;     /* guards drain_*; a leaf lock */
+    int drain_armed;          /* a writer waits for {py_buffer_drained, Token} */
+    ErlNifPid drain_pid;
+    ErlNifUInt64 drain_token;
+} buffer_t;
 
 int buffer_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags);
 
-#define BUFFER_NIFS
+ERL_NIF_TERM buffer_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM buffer_write_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM buffer_close_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM buffer_abort_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM buffer_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM buffer_want_drain_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM buffer_cancel_drain_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+#define BUFFER_NIFS                                           \
+    {"buffer_new", 1, buffer_new_nif, 0},                     \
+    {"buffer_write", 2, buffer_write_nif, 0},                 \
+    {"buffer_close", 1, buffer_close_nif, 0},                 \
+    {"buffer_abort", 2, buffer_abort_nif, 0},                 \
+    {"buffer_info", 1, buffer_info_nif, 0},                   \
+    {"buffer_want_drain", 2, buffer_want_drain_nif, 0},       \
+    {"buffer_cancel_drain", 1, buffer_cancel_drain_nif, 0},
 
 #endif

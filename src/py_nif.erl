@@ -4,11 +4,14 @@
 -module(py_nif).
 
 -export([start/1, stop/0, submit/3, cancel/1, info/0]).
+-export([buffer_new/1, buffer_write/2, buffer_close/1, buffer_abort/2, buffer_info/1,
+         buffer_want_drain/2, buffer_cancel_drain/1]).
 
 -on_load(load/0).
 
 -type job() :: reference().
--export_type([job/0]).
+-type buffer() :: reference().
+-export_type([job/0, buffer/0]).
 
 -spec load() -> ok | {error, term()}.
 load() ->
@@ -48,3 +51,25 @@ cancel(_Job) -> erlang:nif_error(not_loaded).
 -spec info() -> #{contexts := non_neg_integer(), threads := non_neg_integer(),
                   busy := non_neg_integer(), queued := non_neg_integer()}.
 info() -> erlang:nif_error(not_loaded).
+
+-spec buffer_new(map()) -> {ok, buffer()} | {error, enomem}.
+buffer_new(_Opts) -> erlang:nif_error(not_loaded).
+
+-spec buffer_write(buffer(), binary()) ->
+          ok | wait | {wait, non_neg_integer()} | {error, closed | overflow | enomem}.
+buffer_write(_Buf, _Data) -> erlang:nif_error(not_loaded).
+
+-spec buffer_close(buffer()) -> ok | {error, closed}.
+buffer_close(_Buf) -> erlang:nif_error(not_loaded).
+
+-spec buffer_abort(buffer(), atom()) -> ok.
+buffer_abort(_Buf, _Reason) -> erlang:nif_error(not_loaded).
+
+-spec buffer_info(buffer()) -> map().
+buffer_info(_Buf) -> erlang:nif_error(not_loaded).
+
+-spec buffer_want_drain(buffer(), non_neg_integer()) -> ok | wait.
+buffer_want_drain(_Buf, _Token) -> erlang:nif_error(not_loaded).
+
+-spec buffer_cancel_drain(buffer()) -> ok | sent.
+buffer_cancel_drain(_Buf) -> erlang:nif_error(not_loaded).
