@@ -36,8 +36,10 @@ dialyzer: build
 bench: bench-call
 
 bench-call: build
-	@erl -noshell $(ERL_PATH) -pa bench -s bench_call main
+	@mkdir -p bench/ebin
+	@erlc -o bench/ebin bench/bench_call.erl
+	@erl -noshell $(ERL_PATH) -pa bench/ebin -s bench_call main
 
 clean:
 	$(REBAR) clean
-	rm -rf _build priv/*.so
+	rm -rf _build priv/*.so bench/ebin

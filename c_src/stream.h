@@ -66,9 +66,12 @@ int stream_write_borrowed(stream_t *s, const void *data, size_t len,
                           stream_release_fn release, void *ctx);
 int stream_close(stream_t *s);          /* EOF; STREAM_ECLOSED if already closed/aborted */
 /* Breaks the stream: readers (blocked or future) get STREAM_EABORTED.
- * reason is copied (truncated to 63 bytes).  No-op if already aborted. */
+ * reason is copied (truncated to 63 bytes).  No-op if already aborted.
+ * The stored bytes are dropped at once (borrowed ones released; pinned
+ * chunks live until unpinned). */
 void stream_abort(stream_t *s, const char *reason);
-/* Reader side says it is done (Python close()): later writes get ECLOSED. */
+/* Reader side says it is done (Python close()): later writes get ECLOSED,
+ * waits get ECLOSED, and the stored bytes are dropped as by stream_abort. */
 void stream_reader_close(stream_t *s);
 /* 1 if unread > max_unread (and max_unread != 0). */
 int stream_over_limit(stream_t *s);
@@ -92,8 +95,9 @@ void stream_reader_leave(stream_t *s);
 
 /* Blocks until unread >= want, or EOF (close), or an error.  *avail receives
  * the unread count.  Returns STREAM_OK (then *avail >= want, or EOF was reached
- * with *avail < want), EABORTED, ESHORT (EOF reached at fewer bytes than the
- * declared length and *avail < want), ETIMEDOUT, EINTERRUPTED.
+ * with *avail < want), EABORTED, ECLOSED (stream_reader_close was called),
+ * ESHORT (EOF reached at fewer bytes than the declared length and *avail <
+ * want), ETIMEDOUT, EINTERRUPTED.  interrupted() is called without the lock.
  * Data written before an abort is not readable after it: EABORTED wins. */
 int stream_wait(stream_t *s, size_t want, const stream_waiter_t *w, size_t *avail);
 
@@ -114,7 +118,8 @@ int64_t stream_find(stream_t *s, const void *needle, size_t nlen, size_t start, 
 /* Pins the unread bytes as one contiguous read-only region (chunks are merged
  * into one new chunk if needed, a copy made once).  The region stays valid and
  * unchanged until stream_unpin, whatever is written or read meanwhile.  Writes
- * never fail because of pins.  len may be 0 (ptr then non-NULL). */
+ * never fail because of pins.  len may be 0 (ptr then non-NULL).  Returns
+ * STREAM_OK, EABORTED, ECLOSED (reader closed) or ENOMEM (*pin then NULL). */
 int stream_pin_unread(stream_t *s, const void **ptr, size_t *len, stream_pin_t **pin);
 void stream_unpin(stream_t *s, stream_pin_t *pin);  /* any thread, lock-free for callers */
 
@@ -126,12 +131,15 @@ uint64_t stream_tell(stream_t *s);
 int stream_seek(stream_t *s, uint64_t pos);
 int stream_seekable(stream_t *s);   /* keep_consumed */
 size_t stream_unread(stream_t *s);
-int stream_at_eof(stream_t *s);     /* closed and nothing unread */
+/* closed cleanly and nothing unread: not when aborted, nor when closed short
+ * of the declared length (that must raise, never look like EOF) */
+int stream_at_eof(stream_t *s);
 
 typedef struct {
     uint64_t written;        /* bytes written so far */
     uint64_t read_pos;       /* absolute read position */
-    uint64_t unread;         /* written - read_pos, 0 if read_pos > written */
+    uint64_t unread;         /* written - read_pos, 0 if read_pos > written,
+                                and 0 after abort / reader close */
     int eof;                 /* closed by the writer */
     int aborted;
     int reader_closed;

@@ -7,11 +7,14 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "convert.h"
 #include "workers.h"
 
 #define MAX_WORKERS 1024
+#define SPIN_NS 50000 /* a worker out of work watches the queues this long before sleeping */
 #define WORKER_STACK (16 << 20) /* deep conversions and Python recursion */
 
 typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_CANCELLED } job_state_t;
@@ -35,6 +38,7 @@ struct worker {
     int index;             /* context number, 1-based; set once */
     pthread_cond_t wake;   /* signalled under P.lock */
     job_t *head, *tail;    /* this context's queue, guarded by P.lock */
+    _Atomic int queued;    /* jobs in it: changed under P.lock, read by the spinner */
     int idle;              /* waiting for work, guarded by P.lock */
     unsigned long ident;   /* Python thread ident; set before the first job */
     job_t *current;        /* job being run, guarded by the GIL */
@@ -46,6 +50,9 @@ struct worker {
 static struct {
     pthread_mutex_t lock;
     job_t *head, *tail;              /* jobs for any worker */
+    _Atomic int queued;              /* jobs in it: changed under P.lock, read by the spinner */
+    _Atomic int spinners;            /* workers spinning for work: 0 or 1 */
+    int cpus;                        /* online CPUs; no spinning on one */
     worker_t *workers[MAX_WORKERS];  /* workers[i] is context i + 1 */
     int count;                       /* threads started; never shrinks */
     int contexts;                    /* contexts of the last start */
@@ -119,24 +126,41 @@ static PyObject *binary_to_str(ErlNifEnv *env, ERL_NIF_TERM term)
     return PyUnicode_DecodeUTF8((const char *)bin.data, bin.size, "strict");
 }
 
+/* The module, from sys.modules when already imported (the common case). */
+static PyObject *import_module(PyObject *name)
+{
+    PyObject *mod = PyImport_GetModule(name);
+    if (mod || PyErr_Occurred())
+        return mod;
+    return PyImport_Import(name);
+}
+
 /* Imports a (dotted) module and walks a (dotted) attribute path. */
 static PyObject *resolve_callable(ErlNifEnv *env, ERL_NIF_TERM mod, ERL_NIF_TERM fun)
 {
     PyObject *modname = binary_to_str(env, mod);
-    PyObject *obj = modname ? PyImport_Import(modname) : NULL;
+    PyObject *obj = modname ? import_module(modname) : NULL;
     Py_XDECREF(modname);
     PyObject *path = obj ? binary_to_str(env, fun) : NULL;
-    PyObject *parts = path ? PyUnicode_Split(path, PyUnicode_FromString("."), -1) : NULL;
-    Py_XDECREF(path);
-    if (!parts) {
+    if (!path) {
         Py_XDECREF(obj);
         return NULL;
     }
-    for (Py_ssize_t i = 0; obj && i < PyList_GET_SIZE(parts); i++) {
-        PyObject *next = PyObject_GetAttr(obj, PyList_GET_ITEM(parts, i));
-        Py_DECREF(obj);
-        obj = next;
+    if (PyUnicode_FindChar(path, '.', 0, PyUnicode_GET_LENGTH(path), 1) < 0) {
+        Py_SETREF(obj, PyObject_GetAttr(obj, path));
+        Py_DECREF(path);
+        return obj;
     }
+    PyObject *dot = PyUnicode_FromOrdinal('.');
+    PyObject *parts = dot ? PyUnicode_Split(path, dot, -1) : NULL;
+    Py_XDECREF(dot);
+    Py_DECREF(path);
+    if (!parts) {
+        Py_DECREF(obj);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; obj && i < PyList_GET_SIZE(parts); i++)
+        Py_SETREF(obj, PyObject_GetAttr(obj, PyList_GET_ITEM(parts, i)));
     Py_DECREF(parts);
     return obj;
 }
@@ -251,16 +275,53 @@ static void push(job_t **head, job_t **tail, job_t *job)
     *tail = job;
 }
 
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* One worker at a time watches the queues for a moment before sleeping: a
+ * caller in a request/reply loop sends its next call within microseconds,
+ * and a condition-variable wake-up costs far more than that. */
+static int spin_for_work(worker_t *w)
+{
+    int zero = 0;
+    /* Only a worker that serves the shared queue may spin: submit() skips
+     * waking anyone while a spinner is about.  (P.contexts changes only in
+     * start(); a stale read just skips or shortens one spin.) */
+    if (P.cpus < 2 || w->index > P.contexts ||
+        !atomic_compare_exchange_strong(&P.spinners, &zero, 1))
+        return 0;
+    int64_t deadline = now_ns() + SPIN_NS;
+    while (!atomic_load(&w->queued) && !atomic_load(&P.queued) && now_ns() < deadline)
+        cpu_relax();
+    return 1;
+}
+
 /* Waits for the next job of this worker: its own queue first, then the shared
  * one (only while it is one of the contexts in use). */
 static job_t *next_job(worker_t *w, unsigned *generation)
 {
+    int spun = spin_for_work(w);
     pthread_mutex_lock(&P.lock);
+    if (spun) /* under the lock: submit() decides whether to signal under it too */
+        atomic_store(&P.spinners, 0);
     job_t *job;
     for (;;) {
         job = pop(&w->head, &w->tail);
-        if (!job && w->index <= P.contexts)
-            job = pop(&P.head, &P.tail);
+        if (job)
+            atomic_fetch_sub(&w->queued, 1);
+        if (!job && w->index <= P.contexts && (job = pop(&P.head, &P.tail)))
+            atomic_fetch_sub(&P.queued, 1);
         if (job)
             break;
         w->idle = 1;
@@ -303,7 +364,8 @@ static void *worker_main(void *arg)
         if (atomic_load(&job->state) != JOB_CANCELLED)
             reply = execute(w, job, generation);
         w->current = NULL;
-        PyThreadState_SetAsyncExc(w->ident, NULL); /* a timeout that came too late */
+        if (atomic_load(&job->state) == JOB_CANCELLED)
+            PyThreadState_SetAsyncExc(w->ident, NULL); /* a timeout that came too late */
         PyErr_Clear();
         ts = PyEval_SaveThread();
         tls_job = NULL;
@@ -365,6 +427,7 @@ ERL_NIF_TERM workers_start_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         return enif_make_badarg(env);
     ERL_NIF_TERM result = ATOMS.ok;
     pthread_mutex_lock(&P.lock);
+    P.cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
     while (P.count < n) {
         worker_t *w = worker_new(P.count + 1);
         if (!w) {
@@ -440,10 +503,13 @@ ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         if (context) {
             worker_t *w = P.workers[context - 1];
             push(&w->head, &w->tail, job);
+            atomic_fetch_add(&w->queued, 1);
             pthread_cond_signal(&w->wake);
         } else {
             push(&P.head, &P.tail, job);
-            for (int i = 0; i < P.contexts; i++) {
+            atomic_fetch_add(&P.queued, 1);
+            /* A spinning worker will take it; otherwise wake an idle one. */
+            for (int i = 0; i < P.contexts && !atomic_load(&P.spinners); i++) {
                 worker_t *w = P.workers[i];
                 if (w->idle) {
                     w->idle = 0; /* claimed: the next job goes to another idle one */
@@ -490,6 +556,8 @@ ERL_NIF_TERM workers_cancel_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     if (state == JOB_QUEUED) {
         worker_t *w = job->context ? P.workers[job->context - 1] : NULL;
         release_queue_ref = w ? unlink_job(&w->head, &w->tail, job) : unlink_job(&P.head, &P.tail, job);
+        if (release_queue_ref)
+            atomic_fetch_sub(w ? &w->queued : &P.queued, 1);
         atomic_store(&job->state, JOB_CANCELLED);
     } else if (state == JOB_RUNNING) {
         atomic_store(&job->state, JOB_CANCELLED);

@@ -1,6 +1,6 @@
 %% Helpers shared by the Common Test suites.
 -module(erlpy_test).
--export([start/1, stop/1, wait_until/1, wait_until/2, python_dir/0]).
+-export([start/1, stop/1, wait_until/1, wait_until/2, python_dir/0, rss/0]).
 
 %% Starts erlpy with test/python on sys.path.
 start(Config) ->
@@ -26,3 +26,10 @@ wait_until(F, Timeout) ->
         true -> ok;
         false -> timer:sleep(10), wait_until(F, Timeout - 10)
     end.
+
+%% Resident set size of this OS process, in bytes.
+rss() ->
+    {ok, Status} = file:read_file("/proc/self/status"),
+    [_, Rest] = binary:split(Status, <<"VmRSS:">>),
+    [Kb | _] = string:lexemes(Rest, " \t\n"),
+    binary_to_integer(Kb) * 1024.
