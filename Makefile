@@ -1,5 +1,6 @@
 # erlpy: the user's entry points.
-#   make run    start the demo (installs what is missing first)
+#   make run    serve a WSGI app on 127.0.0.1:8080 (APP=module:callable)
+#   make demo   a tour of the call bridge
 #   make test   every test suite: C core, Erlang (Common Test), Python, dialyzer
 #   make bench  benchmarks (bench/), printed as ratios against baselines
 PYTHON ?= /usr/bin/python3
@@ -8,7 +9,7 @@ REBAR ?= rebar3
 FUZZ_SECONDS ?= 20
 ERL_PATH := -pa _build/default/lib/erlpy/ebin
 
-.PHONY: all setup build run test test-c test-ct dialyzer bench bench-call clean
+.PHONY: all setup build run demo test test-c test-ct dialyzer bench bench-call clean
 
 all: build
 
@@ -18,7 +19,11 @@ setup:
 build: setup
 	@$(REBAR) compile >/dev/null || $(REBAR) compile
 
+# APP=module:callable serves your own WSGI app (PORT, HOST too).
 run: build
+	@APP="$(APP)" escript examples/serve.escript
+
+demo: build
 	@escript examples/demo.escript
 
 test: build test-c test-ct dialyzer

@@ -47,25 +47,36 @@ static buffer_t *get_buffer(ErlNifEnv *env, ERL_NIF_TERM term)
     return enif_get_resource(env, term, ERLPY_BUFFER_RT, (void **)&buf) ? buf : NULL;
 }
 
+/* Sends {Tag, Token} to pid once, if *armed (disarming it). */
+static void notify_once(buffer_t *buf, int *armed, const ErlNifPid *pid, const ErlNifUInt64 *token,
+                        const char *tag)
+{
+    pthread_mutex_lock(&buf->lock);
+    int was_armed = *armed;
+    ErlNifPid to = *pid;
+    ErlNifUInt64 tok = *token;
+    *armed = 0;
+    pthread_mutex_unlock(&buf->lock);
+    if (!was_armed)
+        return;
+    ErlNifEnv *msg_env = enif_alloc_env();
+    if (!msg_env)
+        return; /* the waiter's own timeout is its way out */
+    enif_send(NULL, &to, msg_env,
+              enif_make_tuple2(msg_env, enif_make_atom(msg_env, tag), enif_make_uint64(msg_env, tok)));
+    enif_free_env(msg_env);
+}
+
 /* Called by the stream (no stream lock held) when a waiting writer may go on. */
 static void notify_drained(void *ctx)
 {
     buffer_t *buf = ctx;
-    pthread_mutex_lock(&buf->lock);
-    int armed = buf->drain_armed;
-    ErlNifPid pid = buf->drain_pid;
-    ErlNifUInt64 token = buf->drain_token;
-    buf->drain_armed = 0;
-    pthread_mutex_unlock(&buf->lock);
-    if (!armed)
-        return;
-    ErlNifEnv *msg_env = enif_alloc_env();
-    if (!msg_env)
-        return; /* the writer's own timeout is its way out */
-    enif_send(NULL, &pid, msg_env,
-              enif_make_tuple2(msg_env, enif_make_atom(msg_env, "py_buffer_drained"),
-                               enif_make_uint64(msg_env, token)));
-    enif_free_env(msg_env);
+    notify_once(buf, &buf->drain_armed, &buf->drain_pid, &buf->drain_token, "py_buffer_drained");
+}
+
+void buffer_reading(buffer_t *buf)
+{
+    notify_once(buf, &buf->read_armed, &buf->read_pid, &buf->read_token, "py_buffer_reading");
 }
 
 static int get_size_opt(ErlNifEnv *env, ERL_NIF_TERM opts, ERL_NIF_TERM key, size_t *out)
@@ -225,6 +236,23 @@ ERL_NIF_TERM buffer_cancel_drain_nif(ErlNifEnv *env, int argc, const ERL_NIF_TER
     buf->drain_armed = 0;
     pthread_mutex_unlock(&buf->lock);
     return armed ? ATOMS.ok : enif_make_atom(env, "sent");
+}
+
+/* buffer_notify_read(Buf, Token) -> ok.  The caller gets {py_buffer_reading,
+ * Token} once, when a reader first waits for data not written yet. */
+ERL_NIF_TERM buffer_notify_read_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    buffer_t *buf = get_buffer(env, argv[0]);
+    ErlNifUInt64 token;
+    if (!buf || !enif_get_uint64(env, argv[1], &token))
+        return enif_make_badarg(env);
+    pthread_mutex_lock(&buf->lock);
+    enif_self(env, &buf->read_pid);
+    buf->read_token = token;
+    buf->read_armed = 1;
+    pthread_mutex_unlock(&buf->lock);
+    return ATOMS.ok;
 }
 
 /* buffer_close(Buf) -> ok | {error, closed} */

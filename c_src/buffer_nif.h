@@ -21,7 +21,14 @@ typedef struct {
     int drain_armed;          /* a writer waits for {py_buffer_drained, Token} */
     ErlNifPid drain_pid;
     ErlNifUInt64 drain_token;
+    int read_armed;           /* someone wants {py_buffer_reading, Token} (guarded by lock) */
+    ErlNifPid read_pid;
+    ErlNifUInt64 read_token;
 } buffer_t;
+
+/* A reader is about to wait for data: sends {py_buffer_reading, Token} once
+ * if buffer_notify_read armed it.  Any thread, no lock held. */
+void buffer_reading(buffer_t *buf);
 
 int buffer_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags);
 
@@ -32,6 +39,7 @@ ERL_NIF_TERM buffer_abort_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
 ERL_NIF_TERM buffer_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM buffer_want_drain_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM buffer_cancel_drain_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM buffer_notify_read_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 #define BUFFER_NIFS                                           \
     {"buffer_new", 1, buffer_new_nif, 0},                     \
@@ -40,6 +48,7 @@ ERL_NIF_TERM buffer_cancel_drain_nif(ErlNifEnv *env, int argc, const ERL_NIF_TER
     {"buffer_abort", 2, buffer_abort_nif, 0},                 \
     {"buffer_info", 1, buffer_info_nif, 0},                   \
     {"buffer_want_drain", 2, buffer_want_drain_nif, 0},       \
-    {"buffer_cancel_drain", 1, buffer_cancel_drain_nif, 0},
+    {"buffer_cancel_drain", 1, buffer_cancel_drain_nif, 0},   \
+    {"buffer_notify_read", 2, buffer_notify_read_nif, 0},
 
 #endif

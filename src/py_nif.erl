@@ -5,7 +5,7 @@
 
 -export([start/1, stop/0, submit/3, cancel/1, info/0]).
 -export([buffer_new/1, buffer_write/2, buffer_close/1, buffer_abort/2, buffer_info/1,
-         buffer_want_drain/2, buffer_cancel_drain/1]).
+         buffer_want_drain/2, buffer_cancel_drain/1, buffer_notify_read/2]).
 
 -on_load(load/0).
 
@@ -73,3 +73,6 @@ buffer_want_drain(_Buf, _Token) -> erlang:nif_error(not_loaded).
 
 -spec buffer_cancel_drain(buffer()) -> ok | sent.
 buffer_cancel_drain(_Buf) -> erlang:nif_error(not_loaded).
+
+-spec buffer_notify_read(buffer(), non_neg_integer()) -> ok.
+buffer_notify_read(_Buf, _Token) -> erlang:nif_error(not_loaded).

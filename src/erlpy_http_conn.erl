@@ -1,0 +1,317 @@
+%% @private
+%% @doc One HTTP/1.1 connection: reads requests (keep-alive, pipelining),
+%% streams each body into a py_buffer through `erlpy_http_body', runs the
+%% WSGI app with `py_wsgi' and writes the response as the app produces it.
+-module(erlpy_http_conn).
+
+-export([init/2]).
+
+-include_lib("kernel/include/logger.hrl").
+
+-define(CRLF, "\r\n").
+
+%% @doc Entry point of the connection process (spawned by an acceptor).
+-spec init(gen_tcp:socket(), map()) -> ok.
+init(Socket, Conf) ->
+    receive
+        {erlpy_http, go} ->
+            #{max_header_size := MaxLine, body_timeout := SendTimeout} = Conf,
+            ok = inet:setopts(Socket, [{packet_size, MaxLine}, {send_timeout, SendTimeout},
+                                       {send_timeout_close, true}]),
+            Peer = case inet:peername(Socket) of
+                       {ok, {Addr, Port}} -> {list_to_binary(inet:ntoa(Addr)), Port};
+                       _ -> {<<>>, 0}
+                   end,
+            idle(#{socket => Socket, conf => Conf, peer => Peer});
+        {erlpy_http, refuse} ->
+            _ = gen_tcp:send(Socket, simple_response(503, <<"too many connections">>, close)),
+            gen_tcp:close(Socket)
+    end.
+
+%% Waiting for a request: the socket is active once, so a stop request
+%% closes an idle keep-alive connection at once.
+idle(#{socket := Sock, conf := #{idle_timeout := Idle}} = S) ->
+    ok = inet:setopts(Sock, [{packet, http_bin}, {active, once}]),
+    receive
+        {http, Sock, {http_request, Method, Target, Version}} ->
+            request(S, method(Method), Target, Version);
+        {http, Sock, {http_error, _}} ->
+            fail(S, 400, <<"bad request line">>);
+        {http, Sock, _Other} ->
+            fail(S, 400, <<"bad request">>);
+        {tcp_error, Sock, emsgsize} ->
+            fail(S, 414, <<"request line too long">>);
+        {tcp_closed, Sock} -> ok;
+        {tcp_error, Sock, _} -> gen_tcp:close(Sock);
+        {erlpy_http, stop} -> gen_tcp:close(Sock)
+    after Idle ->
+            gen_tcp:close(Sock)
+    end.
+
+request(#{conf := #{header_timeout := HT}} = S, Method, Target, Version) ->
+    Deadline = erlang:monotonic_time(millisecond) + HT,
+    case headers(S, Deadline, [], 0, 0) of
+        {ok, Headers} -> dispatch(S, Method, Target, Version, Headers);
+        {error, Status, Why} -> fail(S, Status, Why);
+        closed -> gen_tcp:close(maps:get(socket, S))
+    end.
+
+headers(#{socket := Sock, conf := Conf} = S, Deadline, Acc, Count, Size) ->
+    #{max_headers := MaxCount, max_header_size := MaxSize} = Conf,
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    case gen_tcp:recv(Sock, 0, Left) of
+        {ok, http_eoh} ->
+            {ok, lists:reverse(Acc)};
+        {ok, {http_header, _, Name, _, Value}} ->
+            N = name(Name),
+            Size2 = Size + byte_size(N) + byte_size(Value) + 4,
+            if
+                Count + 1 > MaxCount -> {error, 431, <<"too many header fields">>};
+                Size2 > MaxSize -> {error, 431, <<"header section too large">>};
+                true -> headers(S, Deadline, [{N, Value} | Acc], Count + 1, Size2)
+            end;
+        {ok, {http_error, _}} -> {error, 400, <<"bad header line">>};
+        {error, emsgsize} -> {error, 431, <<"header line too long">>};
+        {error, timeout} -> {error, 408, <<"header timeout">>};
+        {error, _} -> closed
+    end.
+
+dispatch(S, Method, Target, Version, Headers) ->
+    Lower = [{string:lowercase(N), V} || {N, V} <- Headers],
+    Path = path(Target),
+    Expect = [string:lowercase(V) || {<<"expect">>, V} <- Lower],
+    if
+        Version =/= {1, 1}, Version =/= {1, 0} ->
+            fail(S, 505, <<"HTTP version not supported">>);
+        Path =:= error ->
+            fail(S, 400, <<"bad request target">>);
+        Version =:= {1, 1} ->
+            case lists:keymember(<<"host">>, 1, Lower) of
+                false -> fail(S, 400, <<"missing Host header">>);
+                true when Expect =/= [], Expect =/= [<<"100-continue">>] ->
+                    fail(S, 417, <<"unsupported expectation">>);
+                true -> with_framing(S, Method, Path, Version, Headers, Lower, Expect =/= [])
+            end;
+        true ->
+            %% HTTP/1.0 knows no 100-continue: never answered.
+            with_framing(S, Method, Path, Version, Headers, Lower, false)
+    end.
+
+with_framing(S, Method, Path, Version, Headers, Lower, Expect) ->
+    case framing(Lower, S) of
+        {ok, Framing} -> serve(S, Method, Path, Version, Headers, Lower, Framing, Expect);
+        {error, Status, Why} -> fail(S, Status, Why)
+    end.
+
+serve(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Method, Path, Version, Headers,
+      Lower, Framing, Expect) ->
+    Start = erlang:monotonic_time(microsecond),
+    {Input, Pump} = erlpy_http_body:start(Sock, Framing, Conf),
+    Environ = py_wsgi:environ(#{method => Method, path => Path, version => Version,
+                                headers => Headers, server_name => server_name(Lower),
+                                server_port => maps:get(port, Conf), remote_addr => Addr,
+                                remote_port => Port}),
+    R0 = #{sock => Sock, version => Version, head => Method =:= <<"HEAD">>,
+           keep_alive => keep_alive(Version, Lower), expect => Expect, status => 0,
+           sent => false, pending => [], framing => none, left => infinity, bytes => 0},
+    {Result, R} = py_wsgi:run(maps:get(app, Conf), Environ, Input, {fun respond/2, R0},
+                              #{notify_read => Expect}),
+    R2 = finish(Result, R, Pump),
+    ?LOG_INFO("~s ~s ~s ~b ~b ~bus",
+              [Addr, Method, Path, maps:get(status, R2), maps:get(bytes, R2),
+               erlang:monotonic_time(microsecond) - Start]),
+    Continue = maps:get(keep_alive, R2) andalso erlpy_http_body:drained(Pump, Input, Conf)
+        andalso not stopping(),
+    case Continue of
+        true -> idle(S);
+        false -> gen_tcp:close(Sock)
+    end.
+
+%% The response handler py_wsgi calls with each event.
+respond(read_started, #{expect := true, sent := false, sock := Sock} = R) ->
+    case gen_tcp:send(Sock, <<"HTTP/1.1 100 Continue\r\n\r\n">>) of
+        ok -> {ok, R#{expect := false}};
+        Error -> Error
+    end;
+respond(read_started, R) ->
+    {ok, R};
+respond({headers, Status, Headers}, R) ->
+    {ok, start_response(Status, Headers, R)};
+respond({body, _Chunk}, #{head := true} = R) ->
+    {ok, R};
+respond({body, Chunk}, #{sock := Sock, pending := Pending} = R) ->
+    {Data, R2} = frame(Chunk, R),
+    case gen_tcp:send(Sock, [Pending, Data]) of
+        ok -> {ok, R2#{pending := [], sent := true, bytes := maps:get(bytes, R2) + byte_size(Chunk)}};
+        Error -> Error
+    end.
+
+start_response(Status, Headers, #{version := Version, keep_alive := KA, head := Head} = R) ->
+    Code = status_code(Status),
+    Lower = [string:lowercase(N) || {N, _} <- Headers],
+    NoBody = Head orelse Code < 200 orelse Code =:= 204 orelse Code =:= 304,
+    {Framing, Left, KA2, Extra} =
+        case lists:keyfind(<<"content-length">>, 1, lists:zip(Lower, [V || {_, V} <- Headers])) of
+            {_, CL} ->
+                {length, binary_to_integer(string:trim(CL)), KA, []};
+            false when NoBody ->
+                {length, 0, KA, []};
+            false when Version =:= {1, 1} ->
+                {chunked, infinity, KA, [{<<"Transfer-Encoding">>, <<"chunked">>}]};
+            false ->
+                {close, infinity, false, []}
+        end,
+    Conn = case {Version, KA2} of
+               {_, false} -> [{<<"Connection">>, <<"close">>}];
+               {{1, 0}, true} -> [{<<"Connection">>, <<"keep-alive">>}];
+               _ -> []
+           end,
+    Head1 = [<<"HTTP/1.1 ">>, Status, ?CRLF,
+             [[N, <<": ">>, V, ?CRLF] || {N, V} <- Headers ++ Extra ++ Conn ++ [http_date()]], ?CRLF],
+    R#{status := Code, framing := Framing, left := Left, keep_alive := KA2, pending := Head1}.
+
+frame(Chunk, #{framing := chunked} = R) ->
+    {[integer_to_binary(byte_size(Chunk), 16), ?CRLF, Chunk, ?CRLF], R};
+frame(Chunk, #{framing := length, left := Left} = R) ->
+    %% An app sending more than its Content-Length: cut, and close after.
+    case byte_size(Chunk) =< Left of
+        true -> {Chunk, R#{left := Left - byte_size(Chunk)}};
+        false -> {binary:part(Chunk, 0, Left), R#{left := 0, keep_alive := false}}
+    end;
+frame(Chunk, R) ->
+    {Chunk, R}.
+
+%% After the app: complete the response, or answer the failure.
+finish(ok, #{sock := Sock, pending := Pending, framing := Framing, left := Left} = R, _Pump) ->
+    Tail = case Framing of chunked -> <<"0\r\n\r\n">>; _ -> <<>> end,
+    case gen_tcp:send(Sock, [Pending, Tail]) of
+        ok when Framing =:= length, Left > 0, not map_get(head, R) ->
+            R#{keep_alive := false};  %% shorter than its Content-Length
+        ok -> R;
+        {error, _} -> R#{keep_alive := false}
+    end;
+finish({error, client_closed}, R, _Pump) ->
+    R#{keep_alive := false};
+finish({error, {app_error, Reason}, Sent}, #{sock := Sock} = R, Pump) ->
+    BodyError = erlpy_http_body:error(Pump),
+    log_app_error(Reason, BodyError),
+    case Sent orelse map_get(sent, R) of
+        true ->
+            R#{keep_alive := false};
+        false ->
+            {Code, Why} = case BodyError of
+                              too_large -> {413, <<"request body too large">>};
+                              bad_chunk -> {400, <<"bad chunked encoding">>};
+                              timeout -> {408, <<"request body timeout">>};
+                              _ -> {500, <<"internal server error">>}
+                          end,
+            _ = gen_tcp:send(Sock, simple_response(Code, Why, close)),
+            R#{keep_alive := false, status := Code}
+    end.
+
+log_app_error({python, Type, Msg, Tb}, BodyError) when BodyError =:= none ->
+    ?LOG_ERROR("WSGI app raised ~ts: ~ts~n~ts", [Type, Msg, Tb]);
+log_app_error(Reason, BodyError) ->
+    ?LOG_WARNING("WSGI request failed: ~p (request body: ~p)", [Reason, BodyError]).
+
+fail(#{socket := Sock}, Status, Why) ->
+    _ = gen_tcp:send(Sock, simple_response(Status, Why, close)),
+    gen_tcp:close(Sock).
+
+simple_response(Code, Why, close) ->
+    Body = <<Why/binary, "\n">>,
+    [<<"HTTP/1.1 ">>, integer_to_binary(Code), $\s, reason(Code), ?CRLF,
+     <<"Content-Type: text/plain\r\nConnection: close\r\nContent-Length: ">>,
+     integer_to_binary(byte_size(Body)), ?CRLF, ?CRLF, Body].
+
+reason(400) -> <<"Bad Request">>;
+reason(408) -> <<"Request Timeout">>;
+reason(413) -> <<"Content Too Large">>;
+reason(414) -> <<"URI Too Long">>;
+reason(417) -> <<"Expectation Failed">>;
+reason(431) -> <<"Request Header Fields Too Large">>;
+reason(500) -> <<"Internal Server Error">>;
+reason(501) -> <<"Not Implemented">>;
+reason(503) -> <<"Service Unavailable">>;
+reason(505) -> <<"HTTP Version Not Supported">>.
+
+%% ------------------------------------------------------------------ helpers
+
+method(M) when is_atom(M) -> atom_to_binary(M, latin1);
+method(M) -> M.
+
+name(N) when is_atom(N) -> atom_to_binary(N, latin1);
+name(N) -> N.
+
+path({abs_path, P}) -> P;
+path({absoluteURI, _Scheme, _Host, _Port, P}) -> P;
+path('*') -> <<"*">>;
+path(_) -> error.
+
+keep_alive({1, 1}, Lower) -> not has_token(<<"connection">>, <<"close">>, Lower);
+keep_alive({1, 0}, Lower) -> has_token(<<"connection">>, <<"keep-alive">>, Lower);
+keep_alive(_, _) -> false.
+
+has_token(Name, Token, Lower) ->
+    lists:any(fun({N, V}) when N =:= Name ->
+                      lists:member(Token, [string:trim(string:lowercase(T)) || T <- binary:split(V, <<",">>, [global])]);
+                 (_) -> false
+              end, Lower).
+
+%% Request body framing (RFC 9112 6.3): chunked, a length, or none.
+framing(Lower, #{conf := #{max_body := Max}}) ->
+    TE = [V || {<<"transfer-encoding">>, V} <- Lower],
+    CL = lists:usort([string:trim(V) || {<<"content-length">>, V} <- Lower]),
+    case {TE, CL} of
+        {[], []} -> {ok, none};
+        {[_ | _], [_ | _]} -> {error, 400, <<"both Transfer-Encoding and Content-Length">>};
+        {[_ | _], []} ->
+            case string:lowercase(string:trim(lists:last(binary:split(lists:last(TE), <<",">>, [global])))) of
+                <<"chunked">> -> {ok, chunked};
+                _ -> {error, 501, <<"unsupported transfer coding">>}
+            end;
+        {[], [V]} ->
+            case is_digits(V) of
+                false -> {error, 400, <<"bad Content-Length">>};
+                true ->
+                    N = binary_to_integer(V),
+                    case Max =/= infinity andalso N > Max of
+                        true -> {error, 413, <<"request body too large">>};
+                        false -> {ok, {length, N}}
+                    end
+            end;
+        {[], _} -> {error, 400, <<"conflicting Content-Length">>}
+    end.
+
+is_digits(<<>>) -> false;
+is_digits(B) -> lists:all(fun(C) -> C >= $0 andalso C =< $9 end, binary_to_list(B)).
+
+server_name(Lower) ->
+    case lists:keyfind(<<"host">>, 1, Lower) of
+        {_, Host} -> hd(binary:split(Host, <<":">>));
+        false -> <<"localhost">>
+    end.
+
+status_code(<<A, B, C, _/binary>>) when A >= $1, A =< $5, B >= $0, B =< $9, C >= $0, C =< $9 ->
+    (A - $0) * 100 + (B - $0) * 10 + (C - $0);
+status_code(_) ->
+    500.
+
+stopping() ->
+    receive {erlpy_http, stop} -> true after 0 -> false end.
+
+%% The Date header (RFC 9110 5.6.7), computed once a second per connection.
+http_date() ->
+    Now = erlang:system_time(second),
+    case get(erlpy_http_date) of
+        {Now, Value} ->
+            {<<"Date">>, Value};
+        _ ->
+            {{Y, Mo, D}, {H, Mi, Se}} = calendar:system_time_to_universal_time(Now, second),
+            Day = element(calendar:day_of_the_week(Y, Mo, D), {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"}),
+            Month = element(Mo, {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}),
+            Value = iolist_to_binary(io_lib:format("~s, ~2..0b ~s ~b ~2..0b:~2..0b:~2..0b GMT",
+                                                   [Day, D, Month, Y, H, Mi, Se])),
+            put(erlpy_http_date, {Now, Value}),
+            {<<"Date">>, Value}
+    end.

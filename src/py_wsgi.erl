@@ -1,0 +1,166 @@
+%% @doc Runs a Python WSGI (PEP 3333) application for one request.
+%%
+%% The caller supplies the CGI part of the environ, the request body as a
+%% `py_buffer' (it may still be being written: the app reads it as it comes)
+%% and a handler that puts the response on the wire: a fun and its initial
+%% state.  `run/5' returns when the app has finished; meanwhile the calling
+%% process receives the response as messages from the Python worker and
+%% calls the handler with each event and the state:
+%%
+%% <ul>
+%% <li>`{headers, Status, Headers}' once, before the first body byte (or at
+%%     the end for an empty body);</li>
+%% <li>`{body, Binary}' for each non-empty chunk, as it is produced;</li>
+%% <li>`read_started' once, when the app first waits for body bytes that
+%%     have not arrived, if the option `notify_read' is true (an HTTP server
+%%     answers `Expect: 100-continue' then).</li>
+%% </ul>
+%%
+%% The handler returns `{ok, State}', or `{error, Reason}' when the client is
+%% gone: then the app's next write or body read raises, and `run/5' returns
+%% `{{error, client_closed}, State}'.  At most 256 KiB of response are in flight
+%% between the app and the handler, so a slow client holds the app back
+%% rather than filling memory.  This is how erlpy's own HTTP server
+%% (`erlpy_http') uses it; any Erlang HTTP server can do the same.
+-module(py_wsgi).
+
+-export([run/5, environ/1]).
+
+-define(IS_HEX(C), ((C >= $0 andalso C =< $9) orelse (C >= $a andalso C =< $f)
+                    orelse (C >= $A andalso C =< $F))).
+
+-type app() :: binary() | string() | reference().
+-type status() :: binary().
+-type headers() :: [{binary(), binary()}].
+-type event() :: {headers, status(), headers()} | {body, binary()}.
+-type handler_fun() :: fun((event() | read_started, term()) -> {ok, term()} | {error, term()}).
+-type handler() :: {handler_fun(), State :: term()}.
+-type result() :: ok
+                | {error, client_closed}
+                | {error, {app_error, py:error()}, HeadersSent :: boolean()}.
+-type options() :: #{context => py:target(), on_log => fun((binary()) -> any()),
+                     notify_read => boolean()}.
+-export_type([app/0, handler/0, handler_fun/0, event/0, result/0, options/0]).
+
+%% @doc Runs `App' ("module:callable", or a Python object handle) with the
+%% given environ (a map of binary keys; values binaries or integers; the
+%% input buffer is added as `wsgi.input').  Options: `context' (default
+%% `any'), `on_log' (what `wsgi.errors' writes; default: `logger:warning'),
+%% `notify_read' (default false).  Returns the result and the handler's
+%% final state.
+-spec run(app(), map(), py_buffer:buffer(), handler(), options()) -> {result(), term()}.
+run(App, Environ, Input, {Handler, HState}, Opts) when is_function(Handler, 2), is_map(Environ) ->
+    AppTerm = if is_list(App) -> unicode:characters_to_binary(App); true -> App end,
+    Rid = erlang:unique_integer([positive]),
+    {ok, Acks} = py_buffer:new(),
+    Ref = make_ref(),
+    Request = {call, <<"erlpy_wsgi">>, <<"run">>,
+               [AppTerm, Environ#{<<"wsgi.input">> => Input}, self(), Rid, Acks], #{}},
+    Ctx = case maps:get(context, Opts, any) of any -> 0; C -> context_id(C) end,
+    case maps:get(notify_read, Opts, false) of
+        true -> ok = py_nif:buffer_notify_read(Input, Rid);
+        false -> ok
+    end,
+    case py_nif:submit(Ctx, Ref, Request) of
+        {ok, _Job} ->
+            Log = maps:get(on_log, Opts, fun(Text) -> logger:warning("wsgi.errors: ~ts", [Text]) end),
+            loop(#{ref => Ref, rid => Rid, acks => Acks, input => Input, handler => Handler,
+                   hstate => HState, log => Log, sent => false, gone => false});
+        {error, Reason} ->
+            {{error, {app_error, Reason}, false}, HState}
+    end;
+run(_App, _Environ, _Input, _Handler, _Opts) ->
+    error(badarg).
+
+%% @doc The CGI variables of a request, as binaries, from its parts:
+%% `method', `path' (the raw request target), `version' ({Major, Minor}),
+%% `headers' ([{Name, Value}] as received), `server_name', `server_port',
+%% `remote_addr', `remote_port', `scheme'.
+-spec environ(map()) -> map().
+environ(#{method := Method, path := Target, version := {Major, Minor}, headers := Headers} = R) ->
+    {Path, Query} = case binary:split(Target, <<"?">>) of
+                        [P, Q] -> {P, Q};
+                        [P] -> {P, <<>>}
+                    end,
+    Base = #{<<"REQUEST_METHOD">> => Method,
+             <<"SCRIPT_NAME">> => <<>>,
+             <<"PATH_INFO">> => percent_decode(Path),
+             <<"QUERY_STRING">> => Query,
+             <<"RAW_URI">> => Target,
+             <<"SERVER_NAME">> => maps:get(server_name, R, <<"localhost">>),
+             <<"SERVER_PORT">> => integer_to_binary(maps:get(server_port, R, 80)),
+             <<"SERVER_PROTOCOL">> => iolist_to_binary(io_lib:format("HTTP/~b.~b", [Major, Minor])),
+             <<"REMOTE_ADDR">> => maps:get(remote_addr, R, <<>>),
+             <<"REMOTE_PORT">> => integer_to_binary(maps:get(remote_port, R, 0)),
+             <<"wsgi.url_scheme">> => maps:get(scheme, R, <<"http">>)},
+    lists:foldl(fun add_header/2, Base, Headers).
+
+%% ------------------------------------------------------------------ internal
+
+context_id(Ctx) ->
+    %% py:context/1 values are opaque; py_nif wants the number.
+    element(2, Ctx).
+
+add_header({Name, Value}, Env) ->
+    Key = case string:uppercase(Name) of
+              <<"CONTENT-TYPE">> -> <<"CONTENT_TYPE">>;
+              <<"CONTENT-LENGTH">> -> <<"CONTENT_LENGTH">>;
+              Upper -> <<"HTTP_", (binary:replace(Upper, <<"-">>, <<"_">>, [global]))/binary>>
+          end,
+    case Env of
+        %% Repeated headers join with a comma (RFC 9110 5.3).
+        #{Key := Old} when Key =/= <<"CONTENT_TYPE">>, Key =/= <<"CONTENT_LENGTH">> ->
+            Env#{Key => <<Old/binary, ",", Value/binary>>};
+        _ ->
+            Env#{Key => Value}
+    end.
+
+percent_decode(Bin) ->
+    percent_decode(Bin, <<>>).
+
+percent_decode(<<$%, H, L, Rest/binary>>, Acc) when ?IS_HEX(H), ?IS_HEX(L) ->
+    percent_decode(Rest, <<Acc/binary, (list_to_integer([H, L], 16))>>);
+percent_decode(<<C, Rest/binary>>, Acc) ->
+    percent_decode(Rest, <<Acc/binary, C>>);
+percent_decode(<<>>, Acc) ->
+    Acc.
+
+loop(#{ref := Ref, rid := Rid} = S) ->
+    receive
+        {wsgi_headers, Rid, Status, Headers} ->
+            loop(deliver(S#{sent := true}, {headers, Status, Headers}));
+        {wsgi_body, Rid, Chunk} ->
+            S2 = deliver(S, {body, Chunk}),
+            _ = py_buffer:write(maps:get(acks, S2), <<1>>),
+            loop(S2);
+        {wsgi_log, Rid, Text} ->
+            (maps:get(log, S))(Text),
+            loop(S);
+        {py_buffer_reading, Rid} ->
+            loop(deliver(S, read_started));
+        {Ref, Reply} ->
+            {finish(S, Reply), maps:get(hstate, S)}
+    end.
+
+%% Once the client is gone, nothing more is delivered; the app is told by
+%% aborting its input and the acknowledgement stream.
+deliver(#{gone := true} = S, _Event) ->
+    S;
+deliver(#{handler := Handler, hstate := HState} = S, Event) ->
+    case Handler(Event, HState) of
+        {ok, HState2} ->
+            S#{hstate := HState2};
+        {error, _} ->
+            ok = py_buffer:abort(maps:get(acks, S), client_closed),
+            ok = py_buffer:abort(maps:get(input, S), client_closed),
+            S#{gone := true}
+    end.
+
+finish(#{gone := true}, _Reply) ->
+    {error, client_closed};
+finish(_S, {ok, ok}) ->
+    ok;
+finish(#{sent := Sent}, {ok, Other}) ->
+    {error, {app_error, {unexpected_result, Other}}, Sent};
+finish(#{sent := Sent}, {error, Reason}) ->
+    {error, {app_error, Reason}, Sent}.
