@@ -71,10 +71,11 @@ drained(Pump, Buf, #{body_timeout := Timeout}) ->
 run(Sock, Framing, Buf, Conn, Conf) ->
     St = #{sock => Sock, buf => Buf, conf => Conf, discarding => false, discarded => 0, total => 0},
     Result = try
-                 case Framing of
-                     {length, N} -> copy(N, St);
-                     chunked -> chunks(St)
-                 end
+                 _ = case Framing of
+                         {length, N} -> copy(N, St);
+                         chunked -> chunks(St)
+                     end,
+                 ok
              catch
                  throw:{body_error, Reason} -> {error, Reason}
              end,
@@ -87,8 +88,7 @@ run(Sock, Framing, Buf, Conn, Conf) ->
     end.
 
 copy(0, St) ->
-    _ = St,
-    ok;
+    St;
 copy(N, #{sock := Sock, conf := #{body_timeout := Timeout}} = St) ->
     case gen_tcp:recv(Sock, min(N, ?READ), Timeout) of
         {ok, Data} -> copy(N - byte_size(Data), put_data(Data, St));
@@ -112,7 +112,8 @@ chunks(#{sock := Sock, conf := #{body_timeout := Timeout, max_body := Max}, tota
     ok = inet:setopts(Sock, [{packet, raw}]),
     case chunk_size(Line) of
         0 ->
-            trailers(Sock, Timeout);
+            trailers(Sock, Timeout),
+            St;
         Size when Max =/= infinity, Total + Size > Max ->
             throw({body_error, too_large});
         Size ->
@@ -141,7 +142,7 @@ recv(Sock, N, Timeout) ->
 
 %% "1a3f;ext=1\r\n" -> 16#1a3f
 chunk_size(Line) ->
-    Hex = hd(binary:split(string:trim(Line, trailing, "\r\n"), <<";">>)),
+    Hex = string:trim(hd(binary:split(Line, [<<";">>, <<"\r">>, <<"\n">>]))),
     case Hex =/= <<>> andalso byte_size(Hex) =< 15 andalso
         lists:all(fun(C) -> (C >= $0 andalso C =< $9) orelse (C >= $a andalso C =< $f)
                                 orelse (C >= $A andalso C =< $F) end, binary_to_list(Hex)) of

@@ -216,7 +216,23 @@ log_app_error(Reason, BodyError) ->
 
 fail(#{socket := Sock}, Status, Why) ->
     _ = gen_tcp:send(Sock, simple_response(Status, Why, close)),
-    gen_tcp:close(Sock).
+    lingering_close(Sock).
+
+%% Closing with unread request bytes makes the kernel reset the connection,
+%% which can destroy the error response before the client reads it: stop
+%% sending, then read and drop what the client still sends, for a moment.
+lingering_close(Sock) ->
+    _ = gen_tcp:shutdown(Sock, write),
+    _ = inet:setopts(Sock, [{packet, raw}, {active, false}]),
+    Deadline = erlang:monotonic_time(millisecond) + 1000,
+    linger(Sock, Deadline, 1 bsl 20).
+
+linger(Sock, Deadline, Budget) ->
+    Left = Deadline - erlang:monotonic_time(millisecond),
+    case Left > 0 andalso Budget > 0 andalso gen_tcp:recv(Sock, 0, Left) of
+        {ok, Data} -> linger(Sock, Deadline, Budget - byte_size(Data));
+        _ -> gen_tcp:close(Sock)
+    end.
 
 simple_response(Code, Why, close) ->
     Body = <<Why/binary, "\n">>,

@@ -1,0 +1,457 @@
+%% The HTTP/1.1 front door and the WSGI runner, driven by real clients
+%% (curl, Python's http.client, wrk, raw sockets).  Every app is wrapped in
+%% wsgiref.validate.validator (test/python/http_apps.py).
+-module(erlpy_http_SUITE).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+-compile([export_all, nowarn_export_all]).
+
+all() ->
+    [hello_curl, environ_fields, keep_alive_and_pipelining, http10, chunked_response_and_write,
+     head_request, file_wrapper_and_close, wsgi_errors_to_logger, python_http_client,
+     upload_content_length_1gib, upload_chunked_1gib, chunked_request_with_trailers,
+     expect_100_continue, unread_body_is_drained, app_exception_500, app_exception_after_headers,
+     client_disconnect_mid_body, slow_client_bounded_response,
+     bad_request_line, huge_headers, too_many_headers, bad_chunk_size, body_too_large,
+     chunked_body_too_large, slow_sender_timeout, max_connections, wrk_hello,
+     flask_json, flask_multipart, flask_stream_upload, flask_streamed_response,
+     graceful_stop].
+
+init_per_suite(Config) ->
+    Config2 = erlpy_test:start(Config),
+    {ok, Server} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0,
+                                      header_timeout => 1000, max_body => 2 bsl 30}),
+    [{server, Server}, {port, erlpy_http:port(Server)} | Config2].
+
+end_per_suite(Config) ->
+    erlpy_http:stop(?config(server, Config)),
+    erlpy_test:stop(Config).
+
+url(Config, Path) ->
+    "http://127.0.0.1:" ++ integer_to_list(?config(port, Config)) ++ Path.
+
+curl(Args) ->
+    os:cmd("curl -s --max-time 120 " ++ Args).
+
+%% ------------------------------------------------------------------ basics
+
+hello_curl(Config) ->
+    ?assertEqual("Hello, World!", curl(url(Config, "/hello"))),
+    Head = curl("-i " ++ url(Config, "/hello")),
+    ?assertMatch("HTTP/1.1 200 OK\r\n" ++ _, Head),
+    ?assertNotEqual(nomatch, string:find(Head, "Date: ")),
+    ?assertMatch("HTTP/1.1 404" ++ _, curl("-i " ++ url(Config, "/missing"))).
+
+environ_fields(Config) ->
+    Out = curl("-H 'X-Test: one' -H 'X-Test: two' -H 'Content-Type: text/x' "
+               ++ "'" ++ url(Config, "/environ?a=1&b=%20") ++ "'"),
+    {ok, M} = py:call(json, loads, [list_to_binary(Out)]),
+    ?assertEqual(#{<<"REQUEST_METHOD">> => <<"GET">>, <<"PATH_INFO">> => <<"/environ">>,
+                   <<"QUERY_STRING">> => <<"a=1&b=%20">>, <<"SERVER_PROTOCOL">> => <<"HTTP/1.1">>,
+                   <<"HTTP_X_TEST">> => <<"one,two">>, <<"CONTENT_TYPE">> => <<"text/x">>,
+                   <<"wsgi.url_scheme">> => <<"http">>}, M).
+
+keep_alive_and_pipelining(Config) ->
+    S = connect(Config),
+    Req = <<"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n">>,
+    %% Three requests in one packet: three responses, in order.
+    ok = gen_tcp:send(S, [Req, <<"GET /stream?2 HTTP/1.1\r\nHost: x\r\n\r\n">>, Req]),
+    {200, _, <<"Hello, World!">>} = read_response(S),
+    {200, H, <<"0\n1\n">>} = read_response(S),
+    ?assertEqual(<<"chunked">>, proplists:get_value(<<"transfer-encoding">>, H)),
+    {200, _, <<"Hello, World!">>} = read_response(S),
+    %% And the connection is still good afterwards.
+    ok = gen_tcp:send(S, Req),
+    {200, _, <<"Hello, World!">>} = read_response(S),
+    gen_tcp:close(S).
+
+http10(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, <<"GET /stream?2 HTTP/1.0\r\n\r\n">>),
+    %% No chunked encoding for 1.0: the body ends with the connection.
+    {ok, All} = recv_all(S),
+    ?assertMatch(<<"HTTP/1.1 200 OK\r\n", _/binary>>, All),
+    ?assertEqual(nomatch, binary:match(All, <<"chunked">>)),
+    ?assertMatch([_, <<"0\n1\n">>], binary:split(All, <<"\r\n\r\n">>)),
+    S2 = connect(Config),
+    ok = gen_tcp:send(S2, <<"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n">>),
+    {200, H, <<"Hello, World!">>} = read_response(S2),
+    ?assertEqual(<<"keep-alive">>, proplists:get_value(<<"connection">>, H)),
+    gen_tcp:close(S2).
+
+chunked_response_and_write(Config) ->
+    ?assertEqual("0\n1\n2\n3\n4\n", curl(url(Config, "/stream?5"))),
+    ?assertEqual("from write() and iterable", curl(url(Config, "/write"))).
+
+head_request(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, <<"HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n">>),
+    {200, H, <<>>} = read_response(S, head),
+    ?assertEqual(<<"13">>, proplists:get_value(<<"content-length">>, H)),
+    {200, _, <<"Hello, World!">>} = read_response(S),
+    gen_tcp:close(S).
+
+file_wrapper_and_close(Config) ->
+    ?assertEqual(10000, length(curl(url(Config, "/file")))),
+    {ok, _} = py:eval(<<"__import__('http_apps').events.clear()">>),
+    "x" = curl(url(Config, "/closing")),
+    erlpy_test:wait_until(fun() ->
+                                  {ok, E} = py:eval(<<"__import__('http_apps').events">>),
+                                  lists:member({<<"closed">>, true}, E)
+                          end).
+
+wsgi_errors_to_logger(Config) ->
+    ok = logger:add_handler(wsgi_errors_capture, ?MODULE, #{config => self()}),
+    try
+        ?assertMatch("HTTP/1.1 204" ++ _, curl("-i " ++ url(Config, "/errors"))),
+        receive {logged, Text} -> ?assertNotEqual(nomatch, string:find(Text, "a line for the logger"))
+        after 5000 -> ct:fail(nothing_logged)
+        end
+    after
+        logger:remove_handler(wsgi_errors_capture)
+    end.
+
+%% logger handler callback for wsgi_errors_to_logger
+log(#{msg := Msg}, #{config := Pid}) ->
+    Text = case Msg of
+               {string, S} -> S;
+               {report, R} -> io_lib:format("~p", [R]);
+               {F, A} -> io_lib:format(F, A)
+           end,
+    Pid ! {logged, lists:flatten(io_lib:format("~ts", [Text]))}.
+
+python_http_client(Config) ->
+    Script = "import http.client, sys\n"
+             "c = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]))\n"
+             "out = []\n"
+             "for _ in range(3):\n"
+             "    c.request('GET', '/hello'); r = c.getresponse(); out.append(r.read().decode())\n"
+             "c.request('POST', '/sha256', body=b'abc' * 1000); out.append(c.getresponse().read().decode())\n"
+             "c.request('POST', '/sha256', body=iter([b'ab', b'c']), encode_chunked=True,"
+             " headers={'Transfer-Encoding': 'chunked'}); out.append(c.getresponse().read().decode())\n"
+             "print('|'.join(out))\n",
+    File = filename:join(?config(priv_dir, Config), "client.py"),
+    ok = file:write_file(File, Script),
+    Out = string:trim(os:cmd("/usr/bin/python3 " ++ File ++ " " ++ integer_to_list(?config(port, Config)))),
+    Abc = binary_to_list(sha_hex(binary:copy(<<"abc">>, 1000))),
+    ?assertEqual("Hello, World!|Hello, World!|Hello, World!|3000 " ++ Abc ++ "|3 " ++ binary_to_list(sha_hex(<<"abc">>)), Out).
+
+%% ------------------------------------------------------------------ uploads
+
+upload_content_length_1gib(Config) ->
+    {File, Hex} = gib_file(Config),
+    Out = curl("-T " ++ File ++ " " ++ url(Config, "/sha256")),
+    ?assertEqual("1073741824 " ++ Hex, Out).
+
+upload_chunked_1gib(Config) ->
+    {File, Hex} = gib_file(Config),
+    Out = curl("-H 'Transfer-Encoding: chunked' -T " ++ File ++ " " ++ url(Config, "/sha256")),
+    ?assertEqual("1073741824 " ++ Hex, Out).
+
+%% 1 GiB of pseudo-random data and its sha256, made once per run.
+gib_file(Config) ->
+    File = filename:join(?config(priv_dir, Config), "gib.bin"),
+    case filelib:is_file(File) of
+        true -> ok;
+        false ->
+            Block = crypto:strong_rand_bytes(1 bsl 20),
+            {ok, F} = file:open(File, [write, raw, binary]),
+            Ctx = lists:foldl(fun(I, C) ->
+                                      B = <<I:32, Block/binary>>,
+                                      ok = file:write(F, binary:part(B, 0, 1 bsl 20)),
+                                      crypto:hash_update(C, binary:part(B, 0, 1 bsl 20))
+                              end, crypto:hash_init(sha256), lists:seq(1, 1024)),
+            ok = file:close(F),
+            ok = file:write_file(File ++ ".sha256", string:lowercase(binary:encode_hex(crypto:hash_final(Ctx))))
+    end,
+    {ok, Hex} = file:read_file(File ++ ".sha256"),
+    {File, binary_to_list(Hex)}.
+
+chunked_request_with_trailers(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "3;ext=1\r\nabc\r\n1\r\nd\r\n0\r\nX-Trailer: yes\r\n\r\n">>),
+    {200, _, Body} = read_response(S),
+    ?assertEqual(<<"4 ", (sha_hex(<<"abcd">>))/binary>>, Body),
+    ok = gen_tcp:send(S, <<"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n">>),
+    {200, _, <<"Hello, World!">>} = read_response(S),
+    gen_tcp:close(S).
+
+expect_100_continue(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                           "Expect: 100-continue\r\n\r\n">>),
+    %% Answered once the app reads the body, before any byte of it is sent.
+    {ok, Continue} = gen_tcp:recv(S, 25, 5000),
+    ?assertEqual(<<"HTTP/1.1 100 Continue\r\n\r\n">>, Continue),
+    ok = gen_tcp:send(S, <<"hello">>),
+    {200, _, Body} = read_response(S),
+    ?assertEqual(<<"5 ", (sha_hex(<<"hello">>))/binary>>, Body),
+    %% An app that never reads the body: no 100, just the answer.
+    ok = gen_tcp:send(S, <<"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                           "Expect: 100-continue\r\n\r\n">>),
+    {200, _, <<"Hello, World!">>} = read_response(S),
+    gen_tcp:close(S),
+    %% Never for HTTP/1.0.
+    S2 = connect(Config),
+    ok = gen_tcp:send(S2, <<"POST /sha256 HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n">>),
+    ?assertEqual({error, timeout}, gen_tcp:recv(S2, 0, 300)),
+    ok = gen_tcp:send(S2, <<"hi">>),
+    {ok, All} = recv_all(S2),
+    ?assertMatch(<<"HTTP/1.1 200 OK", _/binary>>, All).
+
+unread_body_is_drained(Config) ->
+    S = connect(Config),
+    Body = binary:copy(<<"z">>, 100000),
+    ok = gen_tcp:send(S, [<<"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n">>, Body,
+                          <<"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n">>]),
+    {200, _, <<"Hello, World!">>} = read_response(S),
+    {200, _, <<"Hello, World!">>} = read_response(S),
+    gen_tcp:close(S).
+
+app_exception_500(Config) ->
+    ?assertMatch("HTTP/1.1 500" ++ _, curl("-i " ++ url(Config, "/boom"))),
+    ?assertEqual("Hello, World!", curl(url(Config, "/hello"))).
+
+app_exception_after_headers(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, <<"GET /boom-late HTTP/1.1\r\nHost: x\r\n\r\n">>),
+    %% The headers and first chunk went out; then the connection closes
+    %% without the terminating chunk.
+    {ok, All} = recv_all(S),
+    ?assertMatch(<<"HTTP/1.1 200 OK", _/binary>>, All),
+    ?assertNotEqual(nomatch, binary:match(All, <<"partial">>)),
+    ?assertEqual(nomatch, binary:match(All, <<"\r\n0\r\n\r\n">>)),
+    ?assertEqual("Hello, World!", curl(url(Config, "/hello"))).
+
+client_disconnect_mid_body(Config) ->
+    {ok, _} = py:eval(<<"__import__('http_apps').events.clear()">>),
+    S = connect(Config),
+    ok = gen_tcp:send(S, [<<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n">>,
+                          binary:copy(<<"a">>, 1000)]),
+    timer:sleep(200),
+    ok = gen_tcp:close(S),
+    erlpy_test:wait_until(fun() ->
+                                  {ok, E} = py:eval(<<"__import__('http_apps').events">>),
+                                  lists:member({<<"read_error">>, <<"StreamAborted">>}, E)
+                          end),
+    ?assertEqual("Hello, World!", curl(url(Config, "/hello"))).
+
+%% A client that does not read: the app is held back, not the memory.
+slow_client_bounded_response(Config) ->
+    {ok, _} = py:eval(<<"__import__('http_apps').events.clear()">>),
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, ?config(port, Config),
+                              [binary, {active, false}, {recbuf, 65536}]),
+    ok = gen_tcp:send(S, <<"GET /big HTTP/1.1\r\nHost: x\r\n\r\n">>),
+    timer:sleep(1000),
+    {ok, E} = py:eval(<<"len([e for e in __import__('http_apps').events if e[0] == 'big_chunk'])">>),
+    %% 64 chunks of 1 MiB exist; only socket buffers plus the 256 KiB window
+    %% can have been produced before the client reads.
+    ct:pal("chunks produced before the client read: ~b of 64", [E]),
+    ?assert(E < 20),
+    {200, _, Body} = read_response(S),
+    ?assertEqual(64 * (1 bsl 20), byte_size(Body)),
+    gen_tcp:close(S).
+
+%% ------------------------------------------------------------------ hostile
+
+bad_request_line(Config) ->
+    [begin
+         S = connect(Config),
+         ok = gen_tcp:send(S, Req),
+         {ok, Resp} = recv_all(S),
+         ?assertMatch(<<"HTTP/1.1 ", C, _/binary>> when C =:= $4 orelse C =:= $5, Resp)
+     end || Req <- [<<"NONSENSE\r\n\r\n">>, <<"GET / HTTP/1.1\r\n\r\n">>, <<"GET / HTTP/3.0\r\nHost: x\r\n\r\n">>,
+                    <<"GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n">>,
+                    <<"GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n">>,
+                    <<"POST /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n">>]],
+    ?assertEqual("Hello, World!", curl(url(Config, "/hello"))).
+
+huge_headers(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, [<<"GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: ">>, binary:copy(<<"a">>, 20000), <<"\r\n\r\n">>]),
+    {ok, Resp} = recv_all(S),
+    ?assertMatch(<<"HTTP/1.1 431", _/binary>>, Resp),
+    ?assertEqual("Hello, World!", curl(url(Config, "/hello"))).
+
+too_many_headers(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, [<<"GET /hello HTTP/1.1\r\nHost: x\r\n">>,
+                          [[<<"X-H">>, integer_to_binary(I), <<": v\r\n">>] || I <- lists:seq(1, 200)], <<"\r\n">>]),
+    {ok, Resp} = recv_all(S),
+    ?assertMatch(<<"HTTP/1.1 431", _/binary>>, Resp).
+
+bad_chunk_size(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n">>),
+    {ok, Resp} = recv_all(S),
+    ?assertMatch(<<"HTTP/1.1 400", _/binary>>, Resp),
+    ?assertEqual("Hello, World!", curl(url(Config, "/hello"))).
+
+body_too_large(_Config) ->
+    {ok, Small} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0, max_body => 1000}),
+    P = erlpy_http:port(Small),
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, P, [binary, {active, false}]),
+    ok = gen_tcp:send(S, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n">>),
+    {ok, Resp} = recv_all(S),
+    ?assertMatch(<<"HTTP/1.1 413", _/binary>>, Resp),
+    erlpy_http:stop(Small).
+
+chunked_body_too_large(Config) ->
+    _ = Config,
+    {ok, _} = py:eval(<<"__import__('http_apps').events.clear()">>),
+    {ok, Small} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0, max_body => 1000}),
+    P = erlpy_http:port(Small),
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, P, [binary, {active, false}]),
+    ok = gen_tcp:send(S, [<<"POST /sha256 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n">>,
+                          [<<"200\r\n">>, binary:copy(<<"q">>, 512), <<"\r\n">>],
+                          [<<"200\r\n">>, binary:copy(<<"q">>, 512), <<"\r\n">>]]),
+    {ok, Resp} = recv_all(S),
+    ?assertMatch(<<"HTTP/1.1 413", _/binary>>, Resp),
+    %% The app saw an exception, not a short body.
+    {ok, E} = py:eval(<<"__import__('http_apps').events">>),
+    ?assert(lists:member({<<"read_error">>, <<"StreamAborted">>}, E)),
+    erlpy_http:stop(Small).
+
+slow_sender_timeout(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, <<"GET /hello HTTP/1.1\r\nHo">>),
+    %% header_timeout is 1 s in this suite.
+    {ok, Resp} = recv_all(S),
+    ?assertMatch(<<"HTTP/1.1 408", _/binary>>, Resp).
+
+max_connections(_Config) ->
+    {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0, max_connections => 2}),
+    P = erlpy_http:port(Srv),
+    Open = [begin {ok, S} = gen_tcp:connect({127, 0, 0, 1}, P, [binary, {active, false}]), S end
+            || _ <- [1, 2]],
+    erlpy_test:wait_until(fun() -> erlpy_http:connections(Srv) =:= 2 end),
+    {ok, S3} = gen_tcp:connect({127, 0, 0, 1}, P, [binary, {active, false}]),
+    {ok, Resp} = recv_all(S3),
+    ?assertMatch(<<"HTTP/1.1 503", _/binary>>, Resp),
+    [gen_tcp:close(S) || S <- Open],
+    erlpy_test:wait_until(fun() -> erlpy_http:connections(Srv) =:= 0 end),
+    erlpy_http:stop(Srv).
+
+wrk_hello(Config) ->
+    Out = os:cmd("wrk -t2 -c10 -d2s " ++ url(Config, "/hello")),
+    ct:pal("~s", [Out]),
+    ?assertEqual(nomatch, string:find(Out, "Non-2xx")),
+    ?assertEqual(nomatch, string:find(Out, "Socket errors")),
+    {match, [N]} = re:run(Out, "([0-9]+) requests in", [{capture, all_but_first, list}]),
+    ?assert(list_to_integer(N) > 100).
+
+%% ------------------------------------------------------------------ Flask
+
+flask_server(_Config) ->
+    {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:flask_app">>, port => 0}),
+    {Srv, "http://127.0.0.1:" ++ integer_to_list(erlpy_http:port(Srv))}.
+
+flask_json(Config) ->
+    {Srv, Base} = flask_server(Config),
+    Out = curl("-H 'Content-Type: application/json' -d '{\"numbers\": [1, 2, 3], \"name\": \"x\"}' " ++ Base ++ "/json"),
+    {ok, M} = py:call(json, loads, [list_to_binary(Out)]),
+    ?assertEqual(#{<<"sum">> => 6, <<"name">> => <<"x">>}, M),
+    erlpy_http:stop(Srv).
+
+flask_multipart(Config) ->
+    {Srv, Base} = flask_server(Config),
+    File = filename:join(?config(priv_dir, Config), "upload.bin"),
+    Data = crypto:strong_rand_bytes(3 bsl 20),
+    ok = file:write_file(File, Data),
+    Out = curl("-F field=value -F file=@" ++ File ++ " " ++ Base ++ "/form"),
+    {ok, M} = py:call(json, loads, [list_to_binary(Out)]),
+    ?assertEqual(#{<<"field">> => <<"value">>, <<"filename">> => <<"upload.bin">>,
+                   <<"size">> => 3 bsl 20, <<"sha256">> => sha_hex(Data)}, M),
+    erlpy_http:stop(Srv).
+
+flask_stream_upload(Config) ->
+    {Srv, Base} = flask_server(Config),
+    File = filename:join(?config(priv_dir, Config), "stream.bin"),
+    Data = crypto:strong_rand_bytes(5 bsl 20),
+    ok = file:write_file(File, Data),
+    Out = curl("-H 'Content-Type: application/octet-stream' --data-binary @" ++ File ++ " " ++ Base ++ "/stream-upload"),
+    ?assertEqual("5242880 " ++ binary_to_list(sha_hex(Data)), Out),
+    erlpy_http:stop(Srv).
+
+flask_streamed_response(Config) ->
+    {Srv, Base} = flask_server(Config),
+    Out = curl("-i " ++ Base ++ "/streamed"),
+    ?assertNotEqual(nomatch, string:find(Out, "Transfer-Encoding: chunked")),
+    ?assertNotEqual(nomatch, string:find(Out, "part 0\npart 1\npart 2\npart 3\npart 4\n")),
+    erlpy_http:stop(Srv).
+
+%% ------------------------------------------------------------------ stop
+
+graceful_stop(_Config) ->
+    {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0}),
+    P = erlpy_http:port(Srv),
+    Self = self(),
+    spawn_link(fun() -> Self ! {slow, os:cmd("curl -s --max-time 20 http://127.0.0.1:" ++ integer_to_list(P) ++ "/slow")} end),
+    {ok, Idle} = gen_tcp:connect({127, 0, 0, 1}, P, [binary, {active, false}]),
+    erlpy_test:wait_until(fun() -> erlpy_http:connections(Srv) =:= 2 end),
+    spawn_link(fun() -> Self ! {stopped, erlpy_http:stop(Srv)} end),
+    %% The idle keep-alive connection is closed; new ones are refused.
+    ?assertEqual({error, closed}, gen_tcp:recv(Idle, 0, 5000)),
+    erlpy_test:wait_until(fun() -> gen_tcp:connect({127, 0, 0, 1}, P, [binary]) =:= {error, econnrefused} end),
+    %% The request in flight finishes.
+    {ok, true} = py:eval(<<"__import__('http_apps').gate('slow').set() or True">>),
+    receive {slow, Out} -> ?assertEqual("slow", Out) after 10000 -> ct:fail(slow_lost) end,
+    receive {stopped, ok} -> ok after 10000 -> ct:fail(not_stopped) end.
+
+%% ------------------------------------------------------------------ helpers
+
+connect(Config) ->
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, ?config(port, Config), [binary, {active, false}]),
+    S.
+
+recv_all(S) ->
+    recv_all(S, <<>>).
+
+recv_all(S, Acc) ->
+    case gen_tcp:recv(S, 0, 10000) of
+        {ok, Data} -> recv_all(S, <<Acc/binary, Data/binary>>);
+        {error, closed} -> {ok, Acc};
+        {error, Reason} -> {error, Reason, Acc}
+    end.
+
+read_response(S) ->
+    read_response(S, get).
+
+%% One response off a keep-alive connection: {Status, Headers, Body}.
+read_response(S, Method) ->
+    ok = inet:setopts(S, [{packet, http_bin}]),
+    {ok, {http_response, _, Status, _}} = gen_tcp:recv(S, 0, 10000),
+    Headers = read_headers(S, []),
+    ok = inet:setopts(S, [{packet, raw}]),
+    Body = case {Method, proplists:get_value(<<"content-length">>, Headers),
+                 proplists:get_value(<<"transfer-encoding">>, Headers)} of
+               {head, _, _} -> <<>>;
+               {_, undefined, <<"chunked">>} -> read_chunks(S, <<>>);
+               {_, N, _} when N =/= undefined -> recv_n(S, binary_to_integer(N))
+           end,
+    {Status, Headers, Body}.
+
+read_headers(S, Acc) ->
+    case gen_tcp:recv(S, 0, 10000) of
+        {ok, {http_header, _, Name, _, Value}} ->
+            N = string:lowercase(if is_atom(Name) -> atom_to_binary(Name); true -> Name end),
+            read_headers(S, [{N, Value} | Acc]);
+        {ok, http_eoh} ->
+            lists:reverse(Acc)
+    end.
+
+read_chunks(S, Acc) ->
+    ok = inet:setopts(S, [{packet, line}]),
+    {ok, Line} = gen_tcp:recv(S, 0, 10000),
+    ok = inet:setopts(S, [{packet, raw}]),
+    case binary_to_integer(string:trim(Line), 16) of
+        0 -> <<"\r\n">> = recv_n(S, 2), Acc;
+        N -> Data = recv_n(S, N), <<"\r\n">> = recv_n(S, 2), read_chunks(S, <<Acc/binary, Data/binary>>)
+    end.
+
+recv_n(_S, 0) -> <<>>;
+recv_n(S, N) -> {ok, D} = gen_tcp:recv(S, N, 10000), D.
+
+sha_hex(Data) ->
+    string:lowercase(binary:encode_hex(crypto:hash(sha256, Data))).
