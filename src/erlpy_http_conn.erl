@@ -15,8 +15,11 @@
 init(Socket, Conf) ->
     receive
         {erlpy_http, go} ->
-            #{max_header_size := MaxLine, body_timeout := SendTimeout} = Conf,
-            ok = inet:setopts(Socket, [{packet_size, MaxLine}, {send_timeout, SendTimeout},
+            #{max_header_size := MaxSize, body_timeout := SendTimeout} = Conf,
+            %% A line longer than packet_size makes the driver drop the
+            %% connection before we can answer; keep it above max_header_size
+            %% so that limit is ours to enforce, with a 431.
+            ok = inet:setopts(Socket, [{packet_size, max(MaxSize * 2, 65536)}, {send_timeout, SendTimeout},
                                        {send_timeout_close, true}]),
             Peer = case inet:peername(Socket) of
                        {ok, {Addr, Port}} -> {list_to_binary(inet:ntoa(Addr)), Port};
