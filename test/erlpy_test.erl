@@ -5,7 +5,8 @@
 %% Starts erlpy with test/python on sys.path.
 start(Config) ->
     _ = application:load(erlpy),
-    ok = application:set_env(erlpy, python_path, [python_dir()]),
+    Examples = filename:join(filename:dirname(filename:dirname(python_dir())), "examples"),
+    ok = application:set_env(erlpy, python_path, [python_dir(), Examples]),
     {ok, _} = application:ensure_all_started(erlpy),
     Config.
 
