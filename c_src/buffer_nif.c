@@ -129,6 +129,7 @@ ERL_NIF_TERM buffer_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     pthread_mutex_init(&buf->lock, NULL);
     buf->read_timeout_ms = read_timeout == SIZE_MAX ? -1 : (int64_t)read_timeout;
     buf->line_limit = so.line_limit;
+    buf->wait_cap = so.max_unread ? so.low_watermark + 1 : SIZE_MAX;
     buf->term_env = enif_alloc_env();
     if (!buf->term_env) {
         enif_release_resource(buf);

@@ -12,6 +12,11 @@ typedef struct {
     stream_t *stream;         /* set once in new(); freed by the destructor */
     int64_t read_timeout_ms;  /* per blocking read, -1 = none; set once */
     size_t line_limit;        /* readline's bound, 0 = none; set once */
+    size_t wait_cap;          /* most a reader may wait for at once; set once.  With
+                               * max_unread set, a held-back writer resumes only
+                               * when unread <= low_watermark, so a reader waiting
+                               * for more than low_watermark + 1 bytes could wait
+                               * for ever: it must consume first. */
     ERL_NIF_TERM wait_reply;  /* write's answer under backpressure: wait or
                                * {wait, WriteTimeoutMs}; set once, an immediate
                                * or built in a private env */

@@ -68,6 +68,9 @@ static PyObject *raise_status(pybuffer_t *self, int status)
     case STREAM_ESHORT:
         PyErr_SetString(PY.stream_incomplete, "the stream ended before its declared content length");
         break;
+    case STREAM_ECLOSED: /* close() from another thread while this one waited */
+        PyErr_SetString(PyExc_ValueError, "I/O operation on closed file.");
+        break;
     case STREAM_ETIMEDOUT:
         PyErr_SetString(PY.read_timeout, "no data within the buffer's read_timeout");
         break;
@@ -90,6 +93,7 @@ static int wait_for(pybuffer_t *self, size_t want, size_t *avail)
     *avail = stream_unread(STREAM(self));
     if (*avail >= want)
         return 0;
+    buffer_reading(self->buf); /* e.g. time for an HTTP "100 Continue" */
     stream_waiter_t w = {-1, worker_interrupted, NULL};
     if (self->buf->read_timeout_ms >= 0)
         w.deadline_ms = stream_now_ms() + self->buf->read_timeout_ms;
@@ -145,6 +149,50 @@ static int parse_size(PyObject *const *args, Py_ssize_t nargs, const char *fname
 
 /* ------------------------------------------------------------ reads */
 
+/* A read that consumed `consumed` bytes failed: put the position back, so
+ * that a timeout or a short stream loses nothing (possible while consumed
+ * bytes are kept, i.e. keep_consumed; after an abort nothing is left). */
+static void unconsume(pybuffer_t *self, size_t consumed)
+{
+    if (consumed && stream_seekable(STREAM(self)))
+        (void)stream_seek(STREAM(self), stream_tell(STREAM(self)) - consumed);
+}
+
+/* The most a reader may wait for at once (see buffer_t.wait_cap). */
+static size_t wait_cap(pybuffer_t *self)
+{
+    return self->buf->wait_cap;
+}
+
+/* Reads n bytes into dst, fewer only at EOF, consuming them as they arrive.
+ * Returns the count, or -1 with an exception set. */
+static Py_ssize_t fill(pybuffer_t *self, char *dst, size_t n)
+{
+    size_t have = 0, avail, cap = wait_cap(self);
+    while (have < n) {
+        size_t want = n - have < cap ? n - have : cap;
+        if (wait_for(self, want, &avail) < 0) {
+            unconsume(self, have);
+            return -1;
+        }
+        if (avail == 0) /* EOF */
+            break;
+        have += copy_out(self, dst + have, avail < n - have ? avail : n - have);
+    }
+    return (Py_ssize_t)have;
+}
+
+/* acc + part (both consumed; either may be NULL on entry for "nothing"). */
+static PyObject *join(PyObject *acc, PyObject *part)
+{
+    if (!acc || !part) {
+        Py_XDECREF(acc);
+        return part;
+    }
+    PyBytes_ConcatAndDel(&acc, part);
+    return acc;
+}
+
 /* Everything up to EOF, consumed as it arrives (so a writer held back by
  * max_unread keeps going). */
 static PyObject *read_all(pybuffer_t *self)
@@ -153,6 +201,7 @@ static PyObject *read_all(pybuffer_t *self)
     size_t have = 0, avail;
     while (result) {
         if (wait_for(self, 1, &avail) < 0) {
+            unconsume(self, have);
             Py_CLEAR(result);
             break;
         }
@@ -172,10 +221,19 @@ static PyObject *read_some(pybuffer_t *self, Py_ssize_t n, int block_all)
         return block_all ? read_all(self) : NULL;
     if (n == 0)
         return PyBytes_FromStringAndSize(NULL, 0);
-    size_t avail;
-    if (wait_for(self, block_all ? (size_t)n : 1, &avail) < 0)
-        return NULL;
-    return take_bytes(self, avail < (size_t)n ? avail : (size_t)n);
+    size_t avail = stream_unread(STREAM(self));
+    if (!block_all || avail >= (size_t)n) {
+        if (wait_for(self, 1, &avail) < 0)
+            return NULL;
+        return take_bytes(self, avail < (size_t)n ? avail : (size_t)n);
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, n);
+    Py_ssize_t got = bytes ? fill(self, PyBytes_AS_STRING(bytes), (size_t)n) : -1;
+    if (got < 0)
+        Py_CLEAR(bytes);
+    else if (got < n)
+        _PyBytes_Resize(&bytes, got);
+    return bytes;
 }
 
 static PyObject *pb_read(pybuffer_t *self, PyObject *const *args, Py_ssize_t nargs)
@@ -245,13 +303,21 @@ static PyObject *pb_peek(pybuffer_t *self, PyObject *const *args, Py_ssize_t nar
 static PyObject *read_into(pybuffer_t *self, PyObject *arg, int block_all)
 {
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+    if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        /* io's wording and type (BytesIO, BufferedReader), not BufferError */
+        PyErr_Format(PyExc_TypeError, "%s() argument must be read-write bytes-like object, not %.200s",
+                     block_all ? "readinto" : "readinto1", Py_TYPE(arg)->tp_name);
         return NULL;
+    }
     PyObject *r = NULL;
     if (enter(self) == 0) {
         size_t want = (size_t)view.len, avail;
-        if (want == 0 || wait_for(self, block_all ? want : 1, &avail) == 0)
+        if (block_all) {
+            Py_ssize_t got = fill(self, view.buf, want);
+            r = got < 0 ? NULL : PyLong_FromSsize_t(got);
+        } else if (want == 0 || wait_for(self, 1, &avail) == 0) {
             r = PyLong_FromSize_t(want ? copy_out(self, view.buf, avail < want ? avail : want) : 0);
+        }
         leave(self);
     }
     PyBuffer_Release(&view);
@@ -268,29 +334,47 @@ static PyObject *pb_readinto1(pybuffer_t *self, PyObject *arg)
     return read_into(self, arg, 0);
 }
 
-/* One line, at most `size` bytes (size < 0: no limit but line_limit). */
+/* One line, at most `size` bytes (size < 0: no limit but line_limit).
+ * line_limit bounds the bytes before the newline, whether or not the newline
+ * has arrived yet (the answer must not depend on how the data was chunked);
+ * a size <= line_limit stops the read first.  Nothing is consumed on error. */
 static PyObject *read_line(pybuffer_t *self, Py_ssize_t size)
 {
-    size_t line_limit = self->buf->line_limit;
+    size_t line_limit = self->buf->line_limit, cap = wait_cap(self);
     size_t limit = size >= 0 ? (size_t)size : SIZE_MAX;
-    size_t searched = 0, avail = stream_unread(STREAM(self));
+    PyObject *acc = NULL; /* the line's start, consumed already: the writer waited for us */
+    size_t have = 0, searched = 0, avail = stream_unread(STREAM(self));
     for (;;) {
-        size_t end = avail < limit ? avail : limit;
+        size_t room = limit - have;
+        size_t end = avail < room ? avail : room;
         int64_t nl = stream_find(STREAM(self), "\n", 1, searched, end);
-        if (nl >= 0)
-            return take_bytes(self, (size_t)nl + 1);
-        if (end == limit)
-            return take_bytes(self, limit);
-        if (line_limit && avail > line_limit) {
+        size_t content = have + (nl >= 0 ? (size_t)nl : end);
+        if (line_limit && content > line_limit) {
+            unconsume(self, have);
+            Py_XDECREF(acc);
             PyErr_Format(PY.line_too_long, "line longer than the buffer's line_limit (%zu bytes)", line_limit);
             return NULL;
         }
+        if (nl >= 0)
+            return join(acc, take_bytes(self, (size_t)nl + 1));
+        if (end == room)
+            return join(acc, take_bytes(self, room));
         searched = end;
+        if (avail >= cap) {
+            acc = join(acc, take_bytes(self, avail));
+            if (!acc)
+                return NULL;
+            have += avail;
+            avail = searched = 0;
+        }
         size_t before = avail;
-        if (wait_for(self, avail + 1, &avail) < 0)
+        if (wait_for(self, avail + 1, &avail) < 0) {
+            unconsume(self, have);
+            Py_XDECREF(acc);
             return NULL;
+        }
         if (avail == before) /* EOF */
-            return take_bytes(self, avail);
+            return join(acc, take_bytes(self, avail));
     }
 }
 
@@ -314,8 +398,10 @@ static PyObject *pb_readlines(pybuffer_t *self, PyObject *const *args, Py_ssize_
     while (lines) {
         PyObject *line = read_line(self, -1);
         if (!line || PyBytes_GET_SIZE(line) == 0 || PyList_Append(lines, line) < 0) {
-            if (!line)
+            if (!line || PyErr_Occurred()) {
+                unconsume(self, (size_t)total + (line ? (size_t)PyBytes_GET_SIZE(line) : 0));
                 Py_CLEAR(lines);
+            }
             Py_XDECREF(line);
             break;
         }
@@ -371,10 +457,14 @@ static PyObject *pb_readexactly(pybuffer_t *self, PyObject *arg)
     }
     if (enter(self) < 0)
         return NULL;
-    size_t avail;
-    PyObject *r = NULL;
-    if (wait_for(self, (size_t)n, &avail) == 0)
-        r = avail < (size_t)n ? incomplete(take_bytes(self, avail), n) : take_bytes(self, (size_t)n);
+    PyObject *r = PyBytes_FromStringAndSize(NULL, n);
+    Py_ssize_t got = r ? fill(self, PyBytes_AS_STRING(r), (size_t)n) : -1;
+    if (got < 0) {
+        Py_CLEAR(r);
+    } else if (got < n) {
+        _PyBytes_Resize(&r, got);
+        r = incomplete(r, n);
+    }
     leave(self);
     return r;
 }
@@ -394,19 +484,31 @@ static PyObject *pb_readuntil(pybuffer_t *self, PyObject *const *args, Py_ssize_
     if (nlen == 0) {
         PyErr_SetString(PyExc_ValueError, "Separator should be at least one-byte string");
     } else if (enter(self) == 0) {
-        size_t searched = 0, avail = stream_unread(STREAM(self));
+        PyObject *acc = NULL; /* consumed already: the writer waited for us */
+        size_t have = 0, searched = 0, avail = stream_unread(STREAM(self)), cap = wait_cap(self);
         for (;;) {
             int64_t at = stream_find(STREAM(self), needle, nlen, searched, avail);
             if (at >= 0) {
-                r = take_bytes(self, (size_t)at + nlen);
+                r = join(acc, take_bytes(self, (size_t)at + nlen));
                 break;
             }
             searched = avail >= nlen ? avail - nlen + 1 : 0;
+            if (avail >= cap && searched > 0) { /* keep nlen-1 bytes: a separator may straddle */
+                acc = join(acc, take_bytes(self, searched));
+                have += searched;
+                avail -= searched;
+                searched = 0;
+                if (!acc)
+                    break;
+            }
             size_t before = avail;
-            if (wait_for(self, avail + 1, &avail) < 0)
+            if (wait_for(self, avail + 1, &avail) < 0) {
+                unconsume(self, have);
+                Py_CLEAR(acc);
                 break;
+            }
             if (avail == before) {
-                r = incomplete(take_bytes(self, avail), -1);
+                r = incomplete(join(acc, take_bytes(self, avail)), -1);
                 break;
             }
         }
@@ -626,8 +728,9 @@ static int pb_getbuffer(pybuffer_t *self, Py_buffer *view, int flags)
     const void *ptr;
     size_t len;
     stream_pin_t *pin;
-    if (stream_pin_unread(STREAM(self), &ptr, &len, &pin) != STREAM_OK) {
-        PyErr_NoMemory();
+    int status = stream_pin_unread(STREAM(self), &ptr, &len, &pin);
+    if (status != STREAM_OK) {
+        raise_status(self, status);
         view->obj = NULL;
         return -1;
     }

@@ -21,3 +21,21 @@ def count_bytes(buf, size):
         if not chunk:
             return n
         n += len(chunk)
+
+
+_views = []
+
+
+def hold_view(buf):
+    """Takes a memoryview of buf's unread bytes and keeps it."""
+    _views.append(memoryview(buf))
+    return len(_views[-1])
+
+
+def held_view():
+    mv = _views[-1]
+    return bytes(mv), mv.readonly
+
+
+def release_view():
+    _views.pop().release()
