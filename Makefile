@@ -9,7 +9,7 @@ REBAR ?= rebar3
 FUZZ_SECONDS ?= 20
 ERL_PATH := -pa _build/default/lib/erlpy/ebin
 
-.PHONY: all setup build run demo test test-c test-ct dialyzer bench bench-call clean
+.PHONY: all setup build run demo test test-c test-ct dialyzer bench bench-call bench-buffer clean
 
 all: build
 
@@ -38,12 +38,17 @@ test-ct: build
 dialyzer: build
 	$(REBAR) dialyzer
 
-bench: bench-call
+bench: bench-call bench-buffer
 
 bench-call: build
 	@mkdir -p bench/ebin
 	@erlc -o bench/ebin bench/bench_call.erl
 	@erl -noshell $(ERL_PATH) -pa bench/ebin -s bench_call main
+
+bench-buffer: build
+	@mkdir -p bench/ebin
+	@erlc -o bench/ebin bench/bench_buffer.erl
+	@erl -noshell $(ERL_PATH) -pa bench/ebin -s bench_buffer main
 
 clean:
 	$(REBAR) clean
