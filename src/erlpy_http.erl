@@ -114,8 +114,8 @@ handle_call(connections, _From, #{conns := Conns} = S) ->
     {reply, map_size(Conns), S};
 handle_call({stop, Timeout}, From, #{listen := Listen, conns := Conns, acceptors := Acceptors} = S) ->
     ok = gen_tcp:close(Listen),
-    [begin unlink(A), exit(A, shutdown) end || A <- Acceptors],
-    [Pid ! {erlpy_http, stop} || Pid <- maps:keys(Conns)],
+    lists:foreach(fun(A) -> unlink(A), exit(A, shutdown) end, Acceptors),
+    lists:foreach(fun(Pid) -> Pid ! {erlpy_http, stop} end, maps:keys(Conns)),
     S2 = S#{stopping := true, acceptors := [], waiters := [From | maps:get(waiters, S)]},
     case map_size(Conns) of
         0 -> {stop, normal, ok, S2};
@@ -156,10 +156,11 @@ accept_loop(Listen, #{server := Server} = Conf) ->
         {ok, Socket} ->
             Pid = proc_lib:spawn(erlpy_http_conn, init, [Socket, Conf]),
             ok = gen_tcp:controlling_process(Socket, Pid),
-            case gen_server:call(Server, {register, Pid}) of
-                ok -> Pid ! {erlpy_http, go};
-                _Full -> Pid ! {erlpy_http, refuse}
-            end,
+            Verdict = case gen_server:call(Server, {register, Pid}) of
+                          ok -> go;
+                          _Full -> refuse
+                      end,
+            Pid ! {erlpy_http, Verdict},
             accept_loop(Listen, Conf);
         {error, closed} ->
             ok;
