@@ -199,6 +199,9 @@ ERL_NIF_TERM buffer_write_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
                                         : stream_write(buf->stream, bin.data, bin.size);
     if (status != STREAM_OK)
         return status_error(env, status);
+    /* A write costs about a microsecond: charge it, so a writing loop yields
+     * like one doing other work. */
+    (void)enif_consume_timeslice(env, 1);
     return stream_over_limit(buf->stream) ? enif_make_copy(env, buf->wait_reply) : ATOMS.ok;
 }
 

@@ -108,13 +108,20 @@ static int wait_for(pybuffer_t *self, size_t want, size_t *avail)
     return 0;
 }
 
+/* Slices of a big copy: the stream lock is held for one slice at a time, so
+ * a writer (a NIF call on a scheduler) never waits long for it. */
+#define COPY_SLICE (256 * 1024)
+
 static size_t copy_out(pybuffer_t *self, char *dst, size_t n)
 {
-    size_t got;
+    size_t got = 0, step;
     if (n < NOGIL_COPY)
         return stream_read(STREAM(self), dst, n);
     Py_BEGIN_ALLOW_THREADS
-    got = stream_read(STREAM(self), dst, n);
+    do {
+        step = stream_read(STREAM(self), dst + got, n - got < COPY_SLICE ? n - got : COPY_SLICE);
+        got += step;
+    } while (step && got < n);
     Py_END_ALLOW_THREADS
     return got;
 }
@@ -227,12 +234,31 @@ static PyObject *read_some(pybuffer_t *self, Py_ssize_t n, int block_all)
             return NULL;
         return take_bytes(self, avail < (size_t)n ? avail : (size_t)n);
     }
-    PyObject *bytes = PyBytes_FromStringAndSize(NULL, n);
-    Py_ssize_t got = bytes ? fill(self, PyBytes_AS_STRING(bytes), (size_t)n) : -1;
-    if (got < 0)
-        Py_CLEAR(bytes);
-    else if (got < n)
-        _PyBytes_Resize(&bytes, got);
+    /* A size is a bound, not a promise (a lying Content-Length, read(maxsize)):
+     * past 1 MiB the result grows with the data. */
+    size_t first = (size_t)n < (1 << 20) ? (size_t)n : (1 << 20);
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)first);
+    size_t have = 0;
+    while (bytes && have < (size_t)n) {
+        size_t room = (size_t)PyBytes_GET_SIZE(bytes) - have;
+        if (room == 0) {
+            size_t grow = (size_t)n - have < have ? (size_t)n - have : have;
+            if (_PyBytes_Resize(&bytes, (Py_ssize_t)(have + grow)) < 0)
+                break;
+            continue;
+        }
+        Py_ssize_t got = fill(self, PyBytes_AS_STRING(bytes) + have, room);
+        if (got < 0) {
+            unconsume(self, have);
+            Py_CLEAR(bytes);
+        } else {
+            have += (size_t)got;
+            if ((size_t)got < room) /* EOF */
+                break;
+        }
+    }
+    if (bytes && have < (size_t)PyBytes_GET_SIZE(bytes))
+        _PyBytes_Resize(&bytes, (Py_ssize_t)have);
     return bytes;
 }
 
@@ -469,6 +495,26 @@ static PyObject *pb_readexactly(pybuffer_t *self, PyObject *arg)
     return r;
 }
 
+/* A separator that begins in the bytes already moved aside (acc) and ends in
+ * the unread ones: returns the count of unread bytes up to its end, or 0. */
+static size_t straddling(PyObject *acc, const char *needle, size_t nlen, pybuffer_t *self, size_t avail)
+{
+    if (!acc || nlen < 2 || avail == 0)
+        return 0;
+    size_t alen = (size_t)PyBytes_GET_SIZE(acc);
+    size_t tail = alen < nlen - 1 ? alen : nlen - 1;
+    size_t head = avail < nlen - 1 ? avail : nlen - 1;
+    char *window = PyMem_Malloc(tail + head);
+    if (!window)
+        return 0;
+    memcpy(window, PyBytes_AS_STRING(acc) + alen - tail, tail);
+    stream_peek(STREAM(self), window + tail, head, 0);
+    char *hit = memmem(window, tail + head, needle, nlen);
+    size_t end = hit && (size_t)(hit - window) < tail ? (size_t)(hit - window) + nlen - tail : 0;
+    PyMem_Free(window);
+    return end;
+}
+
 static PyObject *pb_readuntil(pybuffer_t *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer sep = {0};
@@ -487,17 +533,21 @@ static PyObject *pb_readuntil(pybuffer_t *self, PyObject *const *args, Py_ssize_
         PyObject *acc = NULL; /* consumed already: the writer waited for us */
         size_t have = 0, searched = 0, avail = stream_unread(STREAM(self)), cap = wait_cap(self);
         for (;;) {
+            size_t end = straddling(acc, needle, nlen, self, avail);
+            if (end) {
+                r = join(acc, take_bytes(self, end));
+                break;
+            }
             int64_t at = stream_find(STREAM(self), needle, nlen, searched, avail);
             if (at >= 0) {
                 r = join(acc, take_bytes(self, (size_t)at + nlen));
                 break;
             }
             searched = avail >= nlen ? avail - nlen + 1 : 0;
-            if (avail >= cap && searched > 0) { /* keep nlen-1 bytes: a separator may straddle */
-                acc = join(acc, take_bytes(self, searched));
-                have += searched;
-                avail -= searched;
-                searched = 0;
+            if (avail >= cap) { /* the writer waits for us: move it all aside */
+                acc = join(acc, take_bytes(self, avail));
+                have += avail;
+                avail = searched = 0;
                 if (!acc)
                     break;
             }

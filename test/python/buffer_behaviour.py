@@ -790,7 +790,6 @@ class PyBufferTest(FileBehaviour, unittest.TestCase):
     def make(self, chunks, **opts):
         return writer().make(chunks, **opts)
 
-    @unittest.expectedFailure
     def test_read_huge_size(self):
         """KNOWN BUG (c_src/buffer_type.c read_some, reported): read(n) for
         more than is there allocates n bytes up front (OverflowError for
@@ -1368,7 +1367,6 @@ class PyBufferOnly(unittest.TestCase):
         self.check_wide_lines(cases)
         self.check_wide_lines(cases, writer_parked_first=True)
 
-    @unittest.expectedFailure
     def test_readuntil_long_separator_wider_than_max_unread(self):
         """KNOWN BUG (c_src/buffer_type.c pb_readuntil, reported): to catch a
         separator straddling two writes it leaves len(sep) - 1 bytes unread
