@@ -42,12 +42,12 @@ bench: bench-call bench-buffer
 
 bench-call: build
 	@mkdir -p bench/ebin
-	@erlc -o bench/ebin bench/bench_call.erl
+	@erlc -o bench/ebin bench/bench_lib.erl bench/bench_call.erl
 	@erl -noshell $(ERL_PATH) -pa bench/ebin -s bench_call main
 
 bench-buffer: build
 	@mkdir -p bench/ebin
-	@erlc -o bench/ebin bench/bench_buffer.erl
+	@erlc -o bench/ebin bench/bench_lib.erl bench/bench_buffer.erl
 	@erl -noshell $(ERL_PATH) -pa bench/ebin -s bench_buffer main
 
 clean:

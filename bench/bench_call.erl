@@ -39,14 +39,7 @@
 %% 1 if the benchmark itself failed; missed targets are reported, not fatal).
 -spec main() -> no_return().
 main() ->
-    Status = try run() of
-                 ok -> 0
-             catch Class:Reason:Stack ->
-                     io:format(standard_error, "bench_call failed: ~p:~p~n~p~n",
-                               [Class, Reason, Stack]),
-                     1
-             end,
-    erlang:halt(Status).
+    bench_lib:main("bench_call", fun run/0).
 
 %% @doc Runs the benchmark and prints the table, without halting.
 -spec run() -> ok.

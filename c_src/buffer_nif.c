@@ -47,23 +47,37 @@ static buffer_t *get_buffer(ErlNifEnv *env, ERL_NIF_TERM term)
     return enif_get_resource(env, term, ERLPY_BUFFER_RT, (void **)&buf) ? buf : NULL;
 }
 
-/* Sends {Tag, Token} to pid once, if *armed (disarming it). */
-static void notify_once(buffer_t *buf, int *armed, const ErlNifPid *pid, const ErlNifUInt64 *token,
-                        const char *tag)
+/* Arms n for the calling process. */
+static void arm(ErlNifEnv *env, buffer_t *buf, notifier_t *n, ErlNifUInt64 token)
 {
     pthread_mutex_lock(&buf->lock);
-    int was_armed = *armed;
-    ErlNifPid to = *pid;
-    ErlNifUInt64 tok = *token;
-    *armed = 0;
+    enif_self(env, &n->pid);
+    n->token = token;
+    n->armed = 1;
     pthread_mutex_unlock(&buf->lock);
-    if (!was_armed)
+}
+
+/* Disarms n; returns whether it was armed, with a copy of it in *out. */
+static int disarm(buffer_t *buf, notifier_t *n, notifier_t *out)
+{
+    pthread_mutex_lock(&buf->lock);
+    *out = *n;
+    n->armed = 0;
+    pthread_mutex_unlock(&buf->lock);
+    return out->armed;
+}
+
+/* Sends {Tag, Token} once, if n is armed. */
+static void notify_once(buffer_t *buf, notifier_t *n, const char *tag)
+{
+    notifier_t to;
+    if (!disarm(buf, n, &to))
         return;
     ErlNifEnv *msg_env = enif_alloc_env();
     if (!msg_env)
         return; /* the waiter's own timeout is its way out */
-    enif_send(NULL, &to, msg_env,
-              enif_make_tuple2(msg_env, enif_make_atom(msg_env, tag), enif_make_uint64(msg_env, tok)));
+    enif_send(NULL, &to.pid, msg_env,
+              enif_make_tuple2(msg_env, enif_make_atom(msg_env, tag), enif_make_uint64(msg_env, to.token)));
     enif_free_env(msg_env);
 }
 
@@ -71,12 +85,12 @@ static void notify_once(buffer_t *buf, int *armed, const ErlNifPid *pid, const E
 static void notify_drained(void *ctx)
 {
     buffer_t *buf = ctx;
-    notify_once(buf, &buf->drain_armed, &buf->drain_pid, &buf->drain_token, "py_buffer_drained");
+    notify_once(buf, &buf->drain, "py_buffer_drained");
 }
 
 void buffer_reading(buffer_t *buf)
 {
-    notify_once(buf, &buf->read_armed, &buf->read_pid, &buf->read_token, "py_buffer_reading");
+    notify_once(buf, &buf->reading, "py_buffer_reading");
 }
 
 static int get_size_opt(ErlNifEnv *env, ERL_NIF_TERM opts, ERL_NIF_TERM key, size_t *out)
@@ -215,16 +229,11 @@ ERL_NIF_TERM buffer_want_drain_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
     ErlNifUInt64 token;
     if (!buf || !enif_get_uint64(env, argv[1], &token))
         return enif_make_badarg(env);
-    pthread_mutex_lock(&buf->lock);
-    enif_self(env, &buf->drain_pid);
-    buf->drain_token = token;
-    buf->drain_armed = 1;
-    pthread_mutex_unlock(&buf->lock);
+    arm(env, buf, &buf->drain, token);
     if (stream_want_drain(buf->stream))
         return ATOMS.wait;
-    pthread_mutex_lock(&buf->lock);
-    buf->drain_armed = 0;
-    pthread_mutex_unlock(&buf->lock);
+    notifier_t was;
+    disarm(buf, &buf->drain, &was);
     return ATOMS.ok;
 }
 
@@ -235,11 +244,8 @@ ERL_NIF_TERM buffer_cancel_drain_nif(ErlNifEnv *env, int argc, const ERL_NIF_TER
     buffer_t *buf = get_buffer(env, argv[0]);
     if (!buf)
         return enif_make_badarg(env);
-    pthread_mutex_lock(&buf->lock);
-    int armed = buf->drain_armed;
-    buf->drain_armed = 0;
-    pthread_mutex_unlock(&buf->lock);
-    return armed ? ATOMS.ok : enif_make_atom(env, "sent");
+    notifier_t was;
+    return disarm(buf, &buf->drain, &was) ? ATOMS.ok : enif_make_atom(env, "sent");
 }
 
 /* buffer_notify_read(Buf, Token) -> ok.  The caller gets {py_buffer_reading,
@@ -251,11 +257,7 @@ ERL_NIF_TERM buffer_notify_read_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     ErlNifUInt64 token;
     if (!buf || !enif_get_uint64(env, argv[1], &token))
         return enif_make_badarg(env);
-    pthread_mutex_lock(&buf->lock);
-    enif_self(env, &buf->read_pid);
-    buf->read_token = token;
-    buf->read_armed = 1;
-    pthread_mutex_unlock(&buf->lock);
+    arm(env, buf, &buf->reading, token);
     return ATOMS.ok;
 }
 

@@ -8,6 +8,13 @@
 #include "erlpy.h"
 #include "stream.h"
 
+/* A one-shot message to a process: {Tag, Token}. */
+typedef struct {
+    int armed;
+    ErlNifPid pid;
+    ErlNifUInt64 token;
+} notifier_t;
+
 typedef struct {
     stream_t *stream;         /* set once in new(); freed by the destructor */
     int64_t read_timeout_ms;  /* per blocking read, -1 = none; set once */
@@ -22,13 +29,9 @@ typedef struct {
                                * or built in a private env */
     ErlNifEnv *term_env;      /* holds wait_reply; set once */
     ErlNifMonitor monitor;    /* on the creating process; set once */
-    pthread_mutex_t lock;     /* guards drain_*; a leaf lock */
-    int drain_armed;          /* a writer waits for {py_buffer_drained, Token} */
-    ErlNifPid drain_pid;
-    ErlNifUInt64 drain_token;
-    int read_armed;           /* someone wants {py_buffer_reading, Token} (guarded by lock) */
-    ErlNifPid read_pid;
-    ErlNifUInt64 read_token;
+    pthread_mutex_t lock;     /* guards drain and reading; a leaf lock */
+    notifier_t drain;         /* a writer waits for {py_buffer_drained, Token} */
+    notifier_t reading;       /* someone wants {py_buffer_reading, Token} */
 } buffer_t;
 
 /* A reader is about to wait for data: sends {py_buffer_reading, Token} once
