@@ -27,9 +27,7 @@ static PyObject *unsupported_operation; /* io.UnsupportedOperation */
 
 static int check_open(pybuffer_t *self)
 {
-    stream_info_t info;
-    stream_info(STREAM(self), &info);
-    if (info.reader_closed) {
+    if (stream_reader_closed(STREAM(self))) {
         PyErr_SetString(PyExc_ValueError, "I/O operation on closed file.");
         return -1;
     }

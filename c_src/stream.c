@@ -82,7 +82,7 @@ struct stream {
     uint64_t written, rpos;          /* guarded by lock */
     size_t memory;                   /* guarded by lock */
     int eof, aborted, reader_closed; /* guarded by lock */
-    int reader_inside;               /* guarded by lock */
+    atomic_int reader_inside;        /* lock-free: a flag taken by exchange */
     unsigned waiting;                /* guarded by lock: readers asleep in wait */
     size_t wait_want;                /* guarded by lock: least want among them */
     int drain_wanted;                /* guarded by lock */
@@ -553,18 +553,20 @@ int64_t stream_now_ms(void)
 
 int stream_reader_enter(stream_t *s)
 {
-    lock(s);
-    int rc = s->reader_inside ? STREAM_EBUSY : STREAM_OK;
-    s->reader_inside = 1;
-    unlock(s);
-    return rc;
+    return atomic_exchange(&s->reader_inside, 1) ? STREAM_EBUSY : STREAM_OK;
 }
 
 void stream_reader_leave(stream_t *s)
 {
+    atomic_store(&s->reader_inside, 0);
+}
+
+int stream_reader_closed(stream_t *s)
+{
     lock(s);
-    s->reader_inside = 0;
+    int closed = s->reader_closed;
     unlock(s);
+    return closed;
 }
 
 /* Sleeps on readable until woken or until_ms (monotonic; -1: no limit). */

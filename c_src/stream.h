@@ -73,6 +73,8 @@ void stream_abort(stream_t *s, const char *reason);
 /* Reader side says it is done (Python close()): later writes get ECLOSED,
  * waits get ECLOSED, and the stored bytes are dropped as by stream_abort. */
 void stream_reader_close(stream_t *s);
+/* 1 after stream_reader_close. */
+int stream_reader_closed(stream_t *s);
 /* 1 if unread > max_unread (and max_unread != 0). */
 int stream_over_limit(stream_t *s);
 /* Ask for one drain notification.  Returns 1 if registered (caller should wait),
