@@ -9,7 +9,7 @@ REBAR ?= rebar3
 FUZZ_SECONDS ?= 20
 ERL_PATH := -pa _build/default/lib/erlpy/ebin
 
-.PHONY: all setup build run demo test test-c test-ct dialyzer bench bench-call bench-buffer clean
+.PHONY: all setup build run demo test test-c test-ct dialyzer bench bench-call bench-buffer bench-wsgi clean
 
 all: build
 
@@ -38,7 +38,7 @@ test-ct: build
 dialyzer: build
 	$(REBAR) dialyzer
 
-bench: bench-call bench-buffer
+bench: bench-call bench-buffer bench-wsgi
 
 bench-call: build
 	@mkdir -p bench/ebin
@@ -49,6 +49,9 @@ bench-buffer: build
 	@mkdir -p bench/ebin
 	@erlc -o bench/ebin bench/bench_lib.erl bench/bench_buffer.erl
 	@erl -noshell $(ERL_PATH) -pa bench/ebin -s bench_buffer main
+
+bench-wsgi: build
+	@$(PYTHON) bench/bench_wsgi.py $(if $(PLOT),--plot $(PLOT))
 
 clean:
 	$(REBAR) clean
