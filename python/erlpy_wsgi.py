@@ -3,8 +3,10 @@
 The Erlang side builds the CGI part of the environ and owns the socket. Here
 the app runs; the response goes back to the Erlang process as messages:
 
-    (wsgi_headers, Rid, Status, [(Name, Value)])   before the first body byte
-    (wsgi_body, Rid, Bytes)                         each non-empty chunk
+    (wsgi_headers, Rid, Status, [(Name, Value)], Bytes)
+                                                    the headers with the first chunk
+                                                    (b'' for an empty body)
+    (wsgi_body, Rid, Bytes)                         each later non-empty chunk
     (wsgi_log, Rid, Text)                           what the app writes to wsgi.errors
 
 Flow control: Erlang writes one byte into the `acks` buffer for each body
@@ -107,10 +109,12 @@ class Response:
         self.status, self.headers = status, list(headers)
         return self.write
 
-    def send_headers(self):
+    def send_headers(self, first=b""):
         if self.status is None:
             raise AssertionError("the application returned a body before calling start_response")
-        erlang.send(self.conn, (HEADERS, self.rid, self.status, self.headers))
+        # One message for the headers and the first chunk: most responses
+        # are a single chunk.
+        erlang.send(self.conn, (HEADERS, self.rid, self.status, self.headers, first))
         self.sent = True
 
     def write(self, data):
@@ -118,9 +122,10 @@ class Response:
             raise TypeError("response body chunks must be bytes, not %s" % type(data).__name__)
         if not data:
             return
-        if not self.sent:
-            self.send_headers()
-        erlang.send(self.conn, (BODY, self.rid, bytes(data)))
+        if self.sent:
+            erlang.send(self.conn, (BODY, self.rid, bytes(data)))
+        else:
+            self.send_headers(bytes(data))
         self.in_flight.append(len(data))
         self.in_flight_bytes += len(data)
         while self.in_flight_bytes > WINDOW:

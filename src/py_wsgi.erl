@@ -127,12 +127,12 @@ percent_decode(<<>>, Acc) ->
 
 loop(#{ref := Ref, rid := Rid} = S) ->
     receive
-        {wsgi_headers, Rid, Status, Headers} ->
+        {wsgi_headers, Rid, Status, Headers, <<>>} ->
             loop(deliver(S#{sent := true}, {headers, Status, Headers}));
+        {wsgi_headers, Rid, Status, Headers, First} ->
+            loop(body(deliver(S#{sent := true}, {headers, Status, Headers}), First));
         {wsgi_body, Rid, Chunk} ->
-            S2 = deliver(S, {body, Chunk}),
-            _ = py_buffer:write(maps:get(acks, S2), <<1>>),
-            loop(S2);
+            loop(body(S, Chunk));
         {wsgi_log, Rid, Text} ->
             (maps:get(log, S))(Text),
             loop(S);
@@ -141,6 +141,12 @@ loop(#{ref := Ref, rid := Rid} = S) ->
         {Ref, Reply} ->
             {finish(S, Reply), maps:get(hstate, S)}
     end.
+
+%% A body chunk is acknowledged once delivered: the app counts what is in flight.
+body(S, Chunk) ->
+    S2 = deliver(S, {body, Chunk}),
+    _ = py_buffer:write(maps:get(acks, S2), <<1>>),
+    S2.
 
 %% Once the client is gone, nothing more is delivered; the app is told by
 %% aborting its input and the acknowledgement stream.
