@@ -128,8 +128,17 @@ static size_t copy_out(pybuffer_t *self, char *dst, size_t n)
 static PyObject *take_bytes(pybuffer_t *self, size_t n)
 {
     PyObject *bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
-    if (bytes && n)
-        copy_out(self, PyBytes_AS_STRING(bytes), n);
+    if (!bytes || !n)
+        return bytes;
+    /* Fewer bytes than were there only if another thread closed or moved
+     * the buffer while the GIL was released for the copy. */
+    size_t got = copy_out(self, PyBytes_AS_STRING(bytes), n);
+    if (got < n) {
+        Py_DECREF(bytes);
+        if (check_open(self) == 0)
+            PyErr_SetString(PyExc_RuntimeError, "erlang.PyBuffer moved by another thread during a read");
+        return NULL;
+    }
     return bytes;
 }
 
@@ -643,7 +652,11 @@ static PyObject *pb_seek(pybuffer_t *self, PyObject *const *args, Py_ssize_t nar
         PyErr_Format(PyExc_ValueError, "negative seek value %lld", pos);
         return NULL;
     }
-    if (stream_seek(STREAM(self), (uint64_t)pos) != STREAM_OK) {
+    if (enter(self) < 0) /* never move the position under a read in progress */
+        return NULL;
+    int moved = stream_seek(STREAM(self), (uint64_t)pos);
+    leave(self);
+    if (moved != STREAM_OK) {
         PyErr_Format(PyExc_ValueError, "cannot seek to %lld: not written yet", pos);
         return NULL;
     }

@@ -1,6 +1,8 @@
 /* convert.c - Erlang term <-> Python object conversion (docs/bridge.md has the
  * table).  Every function here runs on an erlpy thread holding the GIL. */
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "convert.h"
@@ -47,6 +49,27 @@ ERL_NIF_TERM erlpy_make_object_handle(ErlNifEnv *env, PyObject *obj)
     ERL_NIF_TERM term = enif_make_resource(env, res);
     enif_release_resource(res);
     return term;
+}
+
+/* True when this thread's stack is nearly used up.  Workers have 16 MiB,
+ * but erlang.send() converts on whatever thread Python code runs it, and
+ * those may have much smaller stacks. */
+static int stack_low(void)
+{
+    static _Thread_local uintptr_t limit; /* lowest address we may reach, per thread */
+    if (!limit) {
+        pthread_attr_t attr;
+        void *addr;
+        size_t size;
+        limit = 1;
+        if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+            if (pthread_attr_getstack(&attr, &addr, &size) == 0)
+                limit = (uintptr_t)addr + 128 * 1024;
+            pthread_attr_destroy(&attr);
+        }
+    }
+    char here;
+    return (uintptr_t)&here < limit;
 }
 
 static PyObject *nesting_error(void)
@@ -191,7 +214,7 @@ static PyObject *map_to_py(ErlNifEnv *env, ERL_NIF_TERM term, int depth)
 
 static PyObject *to_py(ErlNifEnv *env, ERL_NIF_TERM term, int depth)
 {
-    if (depth > ERLPY_MAX_DEPTH)
+    if (depth > ERLPY_MAX_DEPTH || stack_low())
         return nesting_error();
     switch (enif_term_type(env, term)) {
     case ERL_NIF_TERM_TYPE_INTEGER: {
@@ -429,7 +452,7 @@ static conv_status_t dict_from_py(ErlNifEnv *env, PyObject *dict, ERL_NIF_TERM *
 
 static conv_status_t from_py(ErlNifEnv *env, PyObject *obj, ERL_NIF_TERM *out, int depth)
 {
-    if (depth > ERLPY_MAX_DEPTH) {
+    if (depth > ERLPY_MAX_DEPTH || stack_low()) {
         nesting_error();
         return CONV_TOO_DEEP;
     }

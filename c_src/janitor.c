@@ -93,10 +93,22 @@ static void *janitor_main(void *arg)
         J.tasks = NULL;
         pthread_mutex_unlock(&J.lock);
         PyEval_RestoreThread(ts);
+        /* Two passes: timeouts must not wait behind a slow __del__. */
+        janitor_task_t *rest = NULL;
         while (tasks) {
             janitor_task_t *next = tasks->next;
-            tasks->run(tasks);
+            if (tasks->urgent) {
+                tasks->run(tasks);
+            } else {
+                tasks->next = rest;
+                rest = tasks;
+            }
             tasks = next;
+        }
+        while (rest) {
+            janitor_task_t *next = rest->next;
+            rest->run(rest);
+            rest = next;
         }
         ts = PyEval_SaveThread();
     }
@@ -151,6 +163,7 @@ janitor_item_t *janitor_item_new(PyObject *obj)
         return NULL;
     item->task.next = NULL;
     item->task.run = item_decref;
+    item->task.urgent = 0;
     item->obj = Py_NewRef(obj);
     return item;
 }

@@ -60,7 +60,8 @@ static struct {
     unsigned generation;             /* bumped by each start: namespaces reset */
 } P = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static PyObject *shared_globals; /* namespace of calls without a context; GIL */
+static PyObject *shared_globals;   /* namespace of calls without a context; GIL */
+static unsigned shared_generation; /* P.generation it belongs to; GIL */
 
 /* The job this thread is running, read only by this thread. */
 static _Thread_local job_t *tls_job;
@@ -103,8 +104,11 @@ static PyObject *new_namespace(const char *name)
 static PyObject *namespace_for(worker_t *w, job_t *job, unsigned generation)
 {
     if (!job->context) {
-        if (!shared_globals)
+        if (!shared_globals || shared_generation != generation) {
+            Py_CLEAR(shared_globals);
             shared_globals = new_namespace("__erlpy__");
+            shared_generation = generation;
+        }
         return shared_globals;
     }
     if (!w->globals || w->generation != generation) {
@@ -481,6 +485,7 @@ ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         return erlpy_make_error(env, ATOMS.enomem);
     memset(job, 0, sizeof *job);
     job->interrupt.run = interrupt_run;
+    job->interrupt.urgent = 1;
     job->context = context;
     job->env = enif_alloc_env();
     if (!job->env) {

@@ -21,6 +21,8 @@ typedef struct job job_t;
 typedef struct janitor_task {
     struct janitor_task *next; /* guarded by the janitor lock while queued */
     void (*run)(struct janitor_task *task);
+    int urgent;                /* run before the others (timeouts before decrefs,
+                                * whose __del__ may take long); set once */
 } janitor_task_t;
 
 /* Any thread, no GIL, never blocks or allocates. */

@@ -15,15 +15,21 @@ slow client never makes the server hold a large response.
 """
 import collections
 import importlib
+import re
 
 import erlang
 
 WINDOW = 256 * 1024
+CHUNK_COST = 2048  # a message costs memory too: tiny chunks count as this much
+
 HEADERS = erlang.Atom("wsgi_headers")
 BODY = erlang.Atom("wsgi_body")
 LOG = erlang.Atom("wsgi_log")
 
 _apps = {}
+_STATUS = re.compile(r"[2-5][0-9][0-9] [^\r\n\0]*\Z")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_BAD_VALUE = re.compile(r"[\r\n\0]")
 
 
 def load_app(spec):
@@ -103,9 +109,14 @@ class Response:
             raise AssertionError("start_response called a second time without exc_info")
         if not isinstance(status, str):
             raise TypeError("status must be str")
+        if not _STATUS.match(status):
+            raise ValueError("status must be 'NNN Reason' with NNN from 200 to 599: %r" % status)
         for name, value in headers:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise TypeError("header names and values must be str")
+            # No response splitting: names are tokens, values one line.
+            if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+                raise ValueError("invalid response header %r: %r" % (name, value))
         self.status, self.headers = status, list(headers)
         return self.write
 
@@ -126,8 +137,9 @@ class Response:
             erlang.send(self.conn, (BODY, self.rid, bytes(data)))
         else:
             self.send_headers(bytes(data))
-        self.in_flight.append(len(data))
-        self.in_flight_bytes += len(data)
+        cost = max(len(data), CHUNK_COST)
+        self.in_flight.append(cost)
+        self.in_flight_bytes += cost
         while self.in_flight_bytes > WINDOW:
             self.acks.read(1)  # blocks, GIL released; raises if the client left
             self.in_flight_bytes -= self.in_flight.popleft()

@@ -153,15 +153,23 @@ start_response(Status, Headers, #{version := Version, keep_alive := KA, head := 
     Code = status_code(Status),
     Lower = [string:lowercase(N) || {N, _} <- Headers],
     NoBody = Head orelse Code < 200 orelse Code =:= 204 orelse Code =:= 304,
+    CLs = lists:usort([string:trim(V) || {N, V} <- lists:zip(Lower, [V0 || {_, V0} <- Headers]),
+                                         N =:= <<"content-length">>]),
     {Framing, Left, KA2, Extra} =
-        case lists:keyfind(<<"content-length">>, 1, lists:zip(Lower, [V || {_, V} <- Headers])) of
-            {_, CL} ->
-                {length, binary_to_integer(string:trim(CL)), KA, []};
-            false when NoBody ->
+        case CLs of
+            [CL] when not NoBody; Code =/= 304 ->
+                case is_digits(CL) of
+                    true -> {length, binary_to_integer(CL), KA, []};
+                    %% A bad length from the app: deliver, then close.
+                    false -> {close, infinity, false, []}
+                end;
+            [_, _ | _] ->
+                {close, infinity, false, []};
+            _ when NoBody ->
                 {length, 0, KA, []};
-            false when Version =:= {1, 1} ->
+            [] when Version =:= {1, 1} ->
                 {chunked, infinity, KA, [{<<"Transfer-Encoding">>, <<"chunked">>}]};
-            false ->
+            [] ->
                 {close, infinity, false, []}
         end,
     Conn = case {Version, KA2} of
@@ -169,8 +177,13 @@ start_response(Status, Headers, #{version := Version, keep_alive := KA, head := 
                {{1, 0}, true} -> [{<<"Connection">>, <<"keep-alive">>}];
                _ -> []
            end,
+    %% Content-Length values we could not use (bad, conflicting) are dropped.
+    Sent = case {Framing, CLs} of
+               {close, [_ | _]} -> [H || {H, L} <- lists:zip(Headers, Lower), L =/= <<"content-length">>];
+               _ -> Headers
+           end,
     Head1 = [<<"HTTP/1.1 ">>, Status, ?CRLF,
-             [[N, <<": ">>, V, ?CRLF] || {N, V} <- Headers ++ Extra ++ Conn ++ [http_date()]], ?CRLF],
+             [[N, <<": ">>, V, ?CRLF] || {N, V} <- Sent ++ Extra ++ Conn ++ [http_date()]], ?CRLF],
     R#{status := Code, framing := Framing, left := Left, keep_alive := KA2, pending := Head1}.
 
 frame(Chunk, #{framing := chunked} = R) ->
@@ -294,7 +307,7 @@ framing(Lower, #{conf := #{max_body := Max}}) ->
                 false -> {error, 400, <<"bad Content-Length">>};
                 true ->
                     N = binary_to_integer(V),
-                    case Max =/= infinity andalso N > Max of
+                    case N > 16#7fffffffffffffff orelse (Max =/= infinity andalso N > Max) of
                         true -> {error, 413, <<"request body too large">>};
                         false -> {ok, {length, N}}
                     end

@@ -146,7 +146,7 @@ context_id(#py_context{id = N}) -> N;
 context_id(_) -> error(badarg).
 
 is_timeout(infinity) -> true;
-is_timeout(T) -> is_integer(T) andalso T >= 0.
+is_timeout(T) -> is_integer(T) andalso T >= 0 andalso T =< 16#ffffffff.
 
 name(Name) when is_atom(Name) -> atom_to_binary(Name, utf8);
 name(Name) when is_binary(Name) -> Name;

@@ -52,6 +52,8 @@ new(Length) when is_integer(Length), Length >= 0 ->
 new(Opts) when is_map(Opts) ->
     Max = maps:get(max_unread, Opts, 0),
     (is_integer(Max) andalso Max >= 0) orelse error(badarg),
+    [error(badarg) || K <- [read_timeout, write_timeout],
+                      not is_timeout(maps:get(K, Opts, infinity))],
     Low = maps:get(low_watermark, Opts, Max div 2),
     Finite = maps:filter(fun(_, V) -> V =/= infinity end, Opts),
     py_nif:buffer_new(Finite#{low_watermark => Low});
@@ -98,18 +100,36 @@ info(Buf) ->
 
 %% ------------------------------------------------------------------ internal
 
+%% Waits until the reader has drained the buffer, the stream ended, or the
+%% deadline.  The notification is one-shot and per buffer, so with several
+%% writers waiting one may miss it: every 100 ms each re-checks by itself.
 wait_drained(Buf, Timeout) ->
-    Token = erlang:unique_integer([positive]),
+    Deadline = case Timeout of
+                   infinity -> infinity;
+                   _ -> erlang:monotonic_time(millisecond) + Timeout
+               end,
+    wait_drained(Buf, Deadline, erlang:unique_integer([positive])).
+
+wait_drained(Buf, Deadline, Token) ->
     case py_nif:buffer_want_drain(Buf, Token) of
         ok -> ok;
         wait ->
             receive
                 {py_buffer_drained, Token} -> ok
-            after Timeout ->
-                    case py_nif:buffer_cancel_drain(Buf) of
-                        ok -> {error, timeout};
-                        sent -> receive {py_buffer_drained, Token} -> ok end
+            after min(100, left(Deadline)) ->
+                    _ = py_nif:buffer_cancel_drain(Buf),
+                    receive {py_buffer_drained, Token} -> ok after 0 -> ok end,
+                    case {py_nif:buffer_write(Buf, <<>>), Deadline, left(Deadline)} of
+                        {ok, _, _} -> ok;
+                        {{error, _}, _, _} -> ok; %% ended: the next write says so
+                        {_Wait, D, 0} when D =/= infinity -> {error, timeout};
+                        _ -> wait_drained(Buf, Deadline, erlang:unique_integer([positive]))
                     end
             end
     end.
 
+left(infinity) -> 100;
+left(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
+
+is_timeout(infinity) -> true;
+is_timeout(T) -> is_integer(T) andalso T >= 0 andalso T =< 16#ffffffff.

@@ -15,7 +15,7 @@ all() ->
      bad_request_line, huge_headers, too_many_headers, bad_chunk_size, body_too_large,
      chunked_body_too_large, slow_sender_timeout, max_connections, wrk_hello,
      flask_json, flask_multipart, flask_stream_upload, flask_streamed_response,
-     graceful_stop].
+     graceful_stop, bad_app_headers, huge_request_length].
 
 init_per_suite(Config) ->
     Config2 = erlpy_test:start(Config),
@@ -455,3 +455,24 @@ recv_n(S, N) -> {ok, D} = gen_tcp:recv(S, N, 10000), D.
 
 sha_hex(Data) ->
     string:lowercase(binary:encode_hex(crypto:hash(sha256, Data))).
+
+%% Regressions: an app's bad Content-Length crashed the connection process;
+%% CR/LF in a header value went to the wire (response splitting).
+bad_app_headers(_Config) ->
+    {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:unchecked">>, port => 0}),
+    Base = "http://127.0.0.1:" ++ integer_to_list(erlpy_http:port(Srv)),
+    Bad = curl("-i " ++ Base ++ "/bad-length"),
+    ?assertMatch("HTTP/1.1 200" ++ _, Bad),
+    ?assertEqual(nomatch, string:find(Bad, "abc")),
+    ?assertNotEqual(nomatch, string:find(Bad, "body")),
+    Split = curl("-i " ++ Base ++ "/split"),
+    ?assertMatch("HTTP/1.1 500" ++ _, Split),
+    ?assertEqual(nomatch, string:find(Split, "evil")),
+    ?assertEqual(100000, length(curl(Base ++ "/tiny?100000"))),
+    erlpy_http:stop(Srv).
+
+huge_request_length(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n">>),
+    {ok, Resp} = recv_all(S),
+    ?assertMatch(<<"HTTP/1.1 413", _/binary>>, Resp).

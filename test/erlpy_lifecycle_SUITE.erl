@@ -28,9 +28,11 @@ calls_refused_while_stopped(_) ->
     ?assertEqual({ok, 3}, py:call(operator, add, [1, 2])),
     %% A fresh start gives contexts fresh namespaces.
     ok = py:exec(py:context(1), <<"leftover = 1">>),
+    ok = py:exec(<<"shared_leftover = 1">>),
     ok = application:stop(erlpy),
     {ok, _} = application:ensure_all_started(erlpy),
-    ?assertMatch({error, {python, <<"NameError">>, _, _}}, py:eval(py:context(1), <<"leftover">>, #{})).
+    ?assertMatch({error, {python, <<"NameError">>, _, _}}, py:eval(py:context(1), <<"leftover">>, #{})),
+    ?assertMatch({error, {python, <<"NameError">>, _, _}}, py:eval(<<"shared_leftover">>)).
 
 contexts_follow_app_env(_) ->
     ok = application:set_env(erlpy, contexts, 3),

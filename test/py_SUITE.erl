@@ -9,7 +9,8 @@ all() ->
      context_runs_on_one_thread, context_order, blocked_workers_do_not_stop_others,
      timeout_interrupts_python, timeout_frees_queued_call, exception_structure,
      no_atoms_from_python, c_extensions_import, send_from_python_thread,
-     bad_arguments_are_badarg, unknown_context, unknown_module].
+     bad_arguments_are_badarg, unknown_context, unknown_module,
+     send_deep_term_from_small_stack_does_not_crash].
 
 init_per_suite(Config) ->
     erlpy_test:start(Config).
@@ -167,7 +168,8 @@ bad_arguments_are_badarg(_) ->
            fun() -> py_nif:submit(0, not_ref, {exec, <<"1">>}) end,
            fun() -> py_nif:submit(0, make_ref(), {call, <<"m">>}) end,
            fun() -> py_nif:cancel(make_ref()) end,
-           fun() -> py_nif:start(0) end],
+           fun() -> py_nif:start(0) end,
+           fun() -> py:eval(any, <<"1">>, #{}, #{timeout => 1 bsl 40}) end],
     [?assertError(badarg, F()) || F <- Bad],
     ?assertEqual({ok, 1}, py:eval(<<"1">>)).
 
@@ -180,3 +182,11 @@ unknown_module(_) ->
 
 wait_until(F) ->
     erlpy_test:wait_until(F).
+
+%% Regression: converting for erlang.send() on a thread with a small stack
+%% overflowed it (VM segfault) before the converter watched its stack.
+send_deep_term_from_small_stack_does_not_crash(_) ->
+    ?assertEqual({ok, <<"TermTooDeep">>},
+                 py:call(bridge_helpers, deep_send_small_stack, [self(), 10000], #{}, #{timeout => 30000})),
+    ?assertEqual({ok, <<>>}, py:call(bridge_helpers, deep_send_small_stack, [self(), 50])),
+    receive [[[_ | _]]] -> ok after 5000 -> ct:fail(no_message) end.

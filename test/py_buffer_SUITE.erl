@@ -10,7 +10,8 @@ all() ->
      buffer_round_trips, buffer_inside_a_map, iodata_writes, concurrent_stream_hash,
      writer_killed_wakes_reader, abort_wakes_reader, read_timeout, call_timeout_interrupts_read,
      incomplete_stream_is_not_eof, backpressure_waits_for_reader, backpressure_write_timeout,
-     stream_1gib_bounded_memory, memoryview_held_across_writes, many_buffers_memory_returns].
+     stream_1gib_bounded_memory, memoryview_held_across_writes, many_buffers_memory_returns,
+     several_writers_under_backpressure].
 
 init_per_suite(Config) ->
     erlpy_test:start(Config).
@@ -44,6 +45,7 @@ bad_arguments(_) ->
            fun() -> py_buffer:write(not_a_buffer, <<"x">>) end,
            fun() -> py_buffer:close(make_ref()) end,
            fun() -> py_buffer:abort(B, "not an atom") end,
+           fun() -> py_buffer:new(#{write_timeout => 1 bsl 40}) end,
            fun() -> py_buffer:info(self()) end],
     [?assertError(badarg, F()) || F <- Bad],
     ok = py_buffer:write(B, <<"still fine">>).
@@ -306,3 +308,18 @@ many_buffers_memory_returns(_) ->
     Growth = erlpy_test:rss() - Base,
     ct:pal("RSS growth after 20,000 more buffers: ~b KiB", [Growth div 1024]),
     ?assert(Growth < 32 * 1024 * 1024).
+
+%% Regression: with several writers held back, only the last one used to be
+%% woken; the others waited for ever.
+several_writers_under_backpressure(_) ->
+    {ok, B} = py_buffer:new(#{max_unread => 10000, write_timeout => 60000}),
+    Self = self(),
+    Chunk = binary:copy(<<"w">>, 3000),
+    Writers = [spawn_link(fun() ->
+                                  [ok = py_buffer:write(B, Chunk) || _ <- lists:seq(1, 50)],
+                                  Self ! {written, self()}
+                          end) || _ <- lists:seq(1, 3)],
+    spawn_link(fun() -> Self ! {read, py:call(stream_helpers, count_bytes, [B, 65536])} end),
+    [receive {written, W} -> ok after 30000 -> ct:fail({writer_stuck, W}) end || W <- Writers],
+    ok = py_buffer:close(B),
+    receive {read, R} -> ?assertEqual({ok, 3 * 50 * 3000}, R) after 30000 -> ct:fail(reader_stuck) end.

@@ -85,3 +85,28 @@ def kwargs_echo(*args, **kwargs):
 
 def identity(x):
     return x
+
+
+def deep_send_small_stack(pid, depth):
+    """erlang.send of a deeply nested list from a thread with a 512 KiB stack:
+    returns the exception's class name ('' if it was sent)."""
+    out = []
+
+    def run():
+        v = []
+        for _ in range(depth):
+            v = [v]
+        try:
+            erlang.send(pid, v)
+            out.append("")
+        except Exception as e:  # the conversion must refuse, not crash
+            out.append(type(e).__name__)
+
+    old = threading.stack_size(512 * 1024)
+    try:
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+    finally:
+        threading.stack_size(old)
+    return out[0]

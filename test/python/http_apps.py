@@ -89,6 +89,22 @@ def _raw(environ, start_response):
     return [b"nope"]
 
 
+def unchecked(environ, start_response):
+    """Apps the validator would stop before the server sees what they do."""
+    path = environ["PATH_INFO"]
+    if path == "/bad-length":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "abc")])
+        return [b"body"]
+    if path == "/split":
+        start_response("200 OK", [("X-A", "v\r\nSet-Cookie: evil=1")])
+        return [b"body"]
+    if path == "/tiny":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (b"x" for _ in range(int(environ["QUERY_STRING"] or 10)))
+    start_response("404 Not Found", [])
+    return [b""]
+
+
 app = validator(_raw)
 
 
