@@ -100,8 +100,7 @@ init(#{port := Port, ip := Ip, acceptors := N} = Config) ->
 
 %% @private
 -spec handle_call(term(), gen_server:from(), map()) -> {reply, term(), map()} | {noreply, map()}.
-handle_call({register, Pid}, _From, #{stopping := true} = S) ->
-    _ = Pid,
+handle_call({register, _Pid}, _From, #{stopping := true} = S) ->
     {reply, stopping, S};
 handle_call({register, Pid}, _From, #{conns := Conns, config := #{max_connections := Max}} = S) ->
     case map_size(Conns) >= Max of
