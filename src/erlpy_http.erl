@@ -23,6 +23,7 @@
                      max_body => non_neg_integer() | infinity,
                      max_drain => non_neg_integer(),
                      max_unread => pos_integer(),
+                     min_body_rate => non_neg_integer(),
                      access_log => boolean()}.
 -export_type([options/0]).
 
@@ -38,6 +39,7 @@
                     max_body => infinity,
                     max_drain => 1048576,
                     max_unread => 1048576,
+                    min_body_rate => 1024,
                     access_log => true}).
 
 %% @doc Starts a server linked to the caller.  `app' is "module:callable"
@@ -82,10 +84,14 @@ config(_) ->
 
 %% @private
 -spec init(map()) -> {ok, map()} | {stop, term()}.
-init(#{port := Port, ip := Ip, acceptors := N} = Config) ->
+init(#{port := Port, ip := Ip, acceptors := N, body_timeout := SendTimeout} = Config) ->
     process_flag(trap_exit, true),
+    %% Accepted sockets inherit these.  `buffer' is the most one receive
+    %% returns (the driver hands over exactly what arrived): 64 KiB pieces
+    %% of a large body, not its default of one segment.
     SockOpts = [binary, {ip, Ip}, {active, false}, {reuseaddr, true}, {backlog, 1024},
-                {nodelay, true}, {packet, http_bin}],
+                {nodelay, true}, {packet, raw}, {buffer, 65536},
+                {send_timeout, SendTimeout}, {send_timeout_close, true}],
     case gen_tcp:listen(Port, SockOpts) of
         {ok, Listen} ->
             {ok, RealPort} = inet:port(Listen),

@@ -3,24 +3,32 @@
 %% socket (Content-Length or chunked) and writes it into the py_buffer the
 %% app reads, with the buffer's backpressure.  It creates the buffer, so if
 %% it dies the app's read raises instead of seeing a short body.
+%%
+%% The pump receives whatever the socket has (one receive per arrival, never
+%% a wait for a fixed count), parses chunked framing itself, and hands back
+%% the bytes it received past the body's end: the start of a pipelined
+%% request, which the connection parses next.
 -module(erlpy_http_body).
 
--export([start/3, error/1, drained/3]).
+-export([start/4, error/1, drained/3]).
 
--define(READ, 65536).
+%% Trailer section and chunk-size line (with extensions) bounds.
+-define(MAX_CHUNK_LINE, 4096).
 
 -type framing() :: none | chunked | {length, non_neg_integer()}.
 -type pump() :: pid() | none.
 -export_type([framing/0, pump/0]).
 
-%% @doc The body's buffer and the pump filling it (`none' without a body).
--spec start(gen_tcp:socket(), framing(), map()) -> {py_buffer:buffer(), pump()}.
-start(_Sock, none, _Conf) ->
+%% @doc Starts reading a body.  `Received' are the bytes that came with the
+%% request head.  Returns the body's buffer, the pump filling it (`none'
+%% without a body) and the bytes the connection keeps (all of `Received'
+%% without a body: they belong to the next request).
+-spec start(gen_tcp:socket(), framing(), binary(), map()) -> {py_buffer:buffer(), pump(), binary()}.
+start(_Sock, none, Received, _Conf) ->
     {ok, Buf} = py_buffer:new(0),
     ok = py_buffer:close(Buf),
-    {Buf, none};
-start(Sock, Framing, #{max_unread := MaxUnread} = Conf) ->
-    ok = inet:setopts(Sock, [{packet, raw}]),
+    {Buf, none, Received};
+start(Sock, Framing, Received, #{max_unread := MaxUnread} = Conf) ->
     Conn = self(),
     Length = case Framing of {length, N} -> N; chunked -> undefined end,
     Pump = spawn_link(fun() ->
@@ -28,9 +36,9 @@ start(Sock, Framing, #{max_unread := MaxUnread} = Conf) ->
                                                           max_unread => MaxUnread,
                                                           keep_consumed => false}),
                               Conn ! {?MODULE, self(), Buf},
-                              run(Sock, Framing, Buf, Conn, Conf)
+                              run(Sock, Framing, Buf, Received, Conn, Conf)
                       end),
-    receive {?MODULE, Pump, Buf} -> {Buf, Pump} end.
+    receive {?MODULE, Pump, Buf} -> {Buf, Pump, <<>>} end.
 
 %% @doc Why the body failed, if it did and the pump said so already.
 -spec error(pump()) -> none | too_large | bad_chunk | timeout | closed.
@@ -45,54 +53,84 @@ error(Pump) ->
             none
     end.
 
-%% @doc After the response: true when the body has been read to its end
-%% (reading and discarding at most `max_drain' unread bytes, within
-%% `body_timeout'), so the connection can carry another request.
--spec drained(pump(), py_buffer:buffer(), map()) -> boolean().
+%% @doc After the response: `{ok, Rest}' when the body has been read to its
+%% end (reading and discarding at most `max_drain' unread bytes, within
+%% `body_timeout'), with the bytes received past it; `error' when the
+%% connection cannot carry another request.
+-spec drained(pump(), py_buffer:buffer(), map()) -> {ok, binary()} | error.
 drained(none, _Buf, _Conf) ->
-    true;
+    {ok, <<>>};
 drained(Pump, Buf, #{body_timeout := Timeout}) ->
     receive
-        {?MODULE, Pump, Result} -> Result =:= ok
+        {?MODULE, Pump, Result} -> outcome(Result)
     after 0 ->
             %% The app is done with the body: the pump discards the rest.
             ok = py_buffer:abort(Buf, response_complete),
             receive
-                {?MODULE, Pump, Result} -> Result =:= ok
+                {?MODULE, Pump, Result} -> outcome(Result)
             after Timeout ->
                     unlink(Pump),
                     exit(Pump, kill),
-                    false
+                    error
             end
     end.
 
+outcome({ok, Rest}) -> {ok, Rest};
+outcome({error, _}) -> error.
+
 %% ------------------------------------------------------------------ the pump
 
-run(Sock, Framing, Buf, Conn, Conf) ->
-    St = #{sock => Sock, buf => Buf, conf => Conf, discarding => false, discarded => 0, total => 0},
+run(Sock, Framing, Buf, Received, Conn, #{body_timeout := Timeout} = Conf) ->
+    St = #{sock => Sock, buf => Buf, conf => Conf, data => Received, discarding => false,
+           discarded => 0, total => 0, received => 0, waited => 0,
+           min_rate => maps:get(min_body_rate, Conf, 0), timeout => Timeout},
     Result = try
-                 _ = case Framing of
-                         {length, N} -> copy(N, St);
-                         chunked -> chunks(St)
-                     end,
-                 ok
+                 #{data := Rest} = case Framing of
+                                       {length, N} -> copy(N, St);
+                                       chunked -> chunks(St)
+                                   end,
+                 {ok, Rest}
              catch
                  throw:{body_error, Reason} -> {error, Reason}
              end,
     %% Tell the connection before the app can see the abort.
     Conn ! {?MODULE, self(), Result},
     case Result of
-        ok -> py_buffer:close(Buf);
+        {ok, _} -> py_buffer:close(Buf);
         {error, closed} -> py_buffer:abort(Buf, client_disconnected);
         {error, Reason2} -> py_buffer:abort(Buf, Reason2)
     end.
 
+%% N more body bytes: first those already received, then from the socket.
 copy(0, St) ->
     St;
-copy(N, #{sock := Sock, conf := #{body_timeout := Timeout}} = St) ->
-    case gen_tcp:recv(Sock, min(N, ?READ), Timeout) of
-        {ok, Data} -> copy(N - byte_size(Data), put_data(Data, St));
-        {error, Reason} -> throw({body_error, Reason})
+copy(N, #{data := <<>>} = St) ->
+    copy(N, more(St));
+copy(N, #{data := Data} = St) when byte_size(Data) =< N ->
+    copy(N - byte_size(Data), put_data(Data, St#{data := <<>>}));
+copy(N, #{data := Data} = St) ->
+    <<Part:N/binary, Rest/binary>> = Data,
+    put_data(Part, St#{data := Rest}).
+
+%% Receives what the socket has.  Time spent waiting for the client is
+%% budgeted: `body_timeout' per wait, and in all no more than
+%% `body_timeout' plus one second per `min_body_rate' bytes received, so
+%% a client trickling its body cannot hold a Python worker for long.
+more(#{sock := Sock, data := Data, timeout := Timeout, received := Got, waited := Waited,
+       min_rate := Rate} = St) ->
+    Wait = case Rate of
+               0 -> Timeout;
+               _ -> min(Timeout, Timeout + Got * 1000 div Rate - Waited)
+           end,
+    Wait > 0 orelse throw({body_error, timeout}),
+    T0 = erlang:monotonic_time(millisecond),
+    case gen_tcp:recv(Sock, 0, Wait) of
+        {ok, New} ->
+            Data2 = case Data of <<>> -> New; _ -> <<Data/binary, New/binary>> end,
+            St#{data := Data2, received := Got + byte_size(New),
+                waited := Waited + erlang:monotonic_time(millisecond) - T0};
+        {error, Reason} ->
+            throw({body_error, Reason})
     end.
 
 put_data(Data, #{discarding := true, discarded := D, conf := #{max_drain := Max}} = St) ->
@@ -106,43 +144,54 @@ put_data(Data, #{buf := Buf} = St) ->
         {error, Reason} -> throw({body_error, Reason})
     end.
 
-chunks(#{sock := Sock, conf := #{body_timeout := Timeout, max_body := Max}, total := Total} = St) ->
-    ok = inet:setopts(Sock, [{packet, line}]),
-    Line = recv(Sock, 0, Timeout),
-    ok = inet:setopts(Sock, [{packet, raw}]),
+%% Chunked framing (RFC 9112 7.1): size line, data, CRLF; a zero size ends
+%% the body, then trailer fields up to an empty line.
+chunks(#{conf := #{max_body := Max}, total := Total} = St) ->
+    {Line, St2} = line(St),
     case chunk_size(Line) of
         0 ->
-            trailers(Sock, Timeout),
-            St;
+            trailers(St2, 0);
         Size when Max =/= infinity, Total + Size > Max ->
             throw({body_error, too_large});
         Size ->
-            St2 = copy(Size, St#{total := Total + Size}),
-            <<"\r\n">> =:= recv(Sock, 2, Timeout) orelse throw({body_error, bad_chunk}),
-            chunks(St2)
+            St3 = crlf(copy(Size, St2#{total := Total + Size})),
+            chunks(St3)
     end.
+
+crlf(#{data := <<"\r\n", Rest/binary>>} = St) ->
+    St#{data := Rest};
+crlf(#{data := Data} = St) when byte_size(Data) < 2 ->
+    crlf(more(St));
+crlf(_St) ->
+    throw({body_error, bad_chunk}).
 
 %% Trailer fields are read and dropped, up to the empty line.
-trailers(Sock, Timeout) ->
-    ok = inet:setopts(Sock, [{packet, line}]),
-    Line = recv(Sock, 0, Timeout),
-    ok = inet:setopts(Sock, [{packet, raw}]),
-    case Line of
-        <<"\r\n">> -> ok;
-        <<"\n">> -> ok;
-        _ -> trailers(Sock, Timeout)
+trailers(St, Size) ->
+    Size > ?MAX_CHUNK_LINE andalso throw({body_error, bad_chunk}),
+    case line(St) of
+        {<<>>, St2} -> St2;
+        {Line, St2} -> trailers(St2, Size + byte_size(Line))
     end.
 
-recv(Sock, N, Timeout) ->
-    case gen_tcp:recv(Sock, N, Timeout) of
-        {ok, Data} -> Data;
-        {error, emsgsize} -> throw({body_error, bad_chunk});
-        {error, Reason} -> throw({body_error, Reason})
+%% One line (without its CRLF or LF), receiving more as needed.
+line(#{data := Data} = St) ->
+    case binary:match(Data, <<"\n">>) of
+        {Pos, 1} ->
+            <<Line0:Pos/binary, $\n, Rest/binary>> = Data,
+            Line = case Line0 of
+                       <<L:(Pos - 1)/binary, $\r>> -> L;
+                       _ -> Line0
+                   end,
+            {Line, St#{data := Rest}};
+        nomatch when byte_size(Data) > ?MAX_CHUNK_LINE ->
+            throw({body_error, bad_chunk});
+        nomatch ->
+            line(more(St))
     end.
 
-%% "1a3f;ext=1\r\n" -> 16#1a3f
+%% "1a3f;ext=1" -> 16#1a3f
 chunk_size(Line) ->
-    Hex = string:trim(hd(binary:split(Line, [<<";">>, <<"\r">>, <<"\n">>]))),
+    Hex = string:trim(hd(binary:split(Line, <<";">>))),
     case Hex =/= <<>> andalso byte_size(Hex) =< 15 andalso
         lists:all(fun(C) -> (C >= $0 andalso C =< $9) orelse (C >= $a andalso C =< $f)
                                 orelse (C >= $A andalso C =< $F) end, binary_to_list(Hex)) of

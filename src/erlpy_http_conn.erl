@@ -15,68 +15,101 @@
 init(Socket, Conf) ->
     receive
         {erlpy_http, go} ->
-            #{max_header_size := MaxSize, body_timeout := SendTimeout} = Conf,
-            %% A line longer than packet_size makes the driver drop the
-            %% connection before we can answer; keep it above max_header_size
-            %% so that limit is ours to enforce, with a 431.
-            ok = inet:setopts(Socket, [{packet_size, max(MaxSize * 2, 65536)}, {send_timeout, SendTimeout},
-                                       {send_timeout_close, true}]),
             Peer = case inet:peername(Socket) of
                        {ok, {Addr, Port}} -> {list_to_binary(inet:ntoa(Addr)), Port};
                        _ -> {<<>>, 0}
                    end,
-            idle(#{socket => Socket, conf => Conf, peer => Peer});
+            idle(#{socket => Socket, conf => Conf, peer => Peer, received => <<>>});
         {erlpy_http, refuse} ->
             _ = gen_tcp:send(Socket, simple_response(503, <<"too many connections">>, close)),
             gen_tcp:close(Socket)
     end.
 
-%% Waiting for a request: the socket is active once, so a stop request
-%% closes an idle keep-alive connection at once.
-idle(#{socket := Sock, conf := #{idle_timeout := Idle}} = S) ->
-    ok = inet:setopts(Sock, [{packet, http_bin}, {active, once}]),
+%% Waiting for a request.  A pipelined one may have arrived already, with
+%% the previous request; otherwise the socket is active once, so a stop
+%% request closes an idle keep-alive connection at once.
+idle(#{socket := Sock, conf := #{idle_timeout := Idle}, received := <<>>} = S) ->
+    ok = inet:setopts(Sock, [{active, once}]),
     receive
-        {http, Sock, {http_request, Method, Target, Version}} ->
-            request(S, method(Method), Target, Version);
-        {http, Sock, {http_error, _}} ->
-            fail(S, 400, <<"bad request line">>);
-        {http, Sock, _Other} ->
-            fail(S, 400, <<"bad request">>);
-        {tcp_error, Sock, emsgsize} ->
-            fail(S, 414, <<"request line too long">>);
+        {tcp, Sock, Data} -> request(S#{received := Data});
         {tcp_closed, Sock} -> ok;
         {tcp_error, Sock, _} -> gen_tcp:close(Sock);
         {erlpy_http, stop} -> gen_tcp:close(Sock)
     after Idle ->
             gen_tcp:close(Sock)
-    end.
+    end;
+idle(S) ->
+    request(S).
 
-request(#{conf := #{header_timeout := HT}} = S, Method, Target, Version) ->
+%% The request head is parsed from the bytes received (erlang:decode_packet,
+%% the parser gen_tcp's http packet mode uses), receiving more as needed:
+%% one receive for a typical request, and the bytes after the head stay
+%% at hand for the body or the next request.
+request(#{socket := Sock, conf := #{header_timeout := HT}} = S) ->
     Deadline = erlang:monotonic_time(millisecond) + HT,
-    case headers(S, Deadline, [], 0, 0) of
-        {ok, Headers} -> dispatch(S, Method, Target, Version, Headers);
+    case request_line(S, Deadline) of
+        {ok, {Method, Target, Version}, Headers, S2} -> dispatch(S2, Method, Target, Version, Headers);
         {error, Status, Why} -> fail(S, Status, Why);
-        closed -> gen_tcp:close(maps:get(socket, S))
+        closed -> gen_tcp:close(Sock)
     end.
 
-headers(#{socket := Sock, conf := Conf} = S, Deadline, Acc, Count, Size) ->
+request_line(#{received := Bytes} = S, Deadline) ->
+    case erlang:decode_packet(http_bin, Bytes, [{packet_size, line_limit(S)}]) of
+        {ok, {http_request, Method, Target, Version}, Rest} ->
+            headers(S#{received := Rest}, Deadline, {method(Method), Target, Version}, [], 0, 0);
+        {ok, {http_error, Blank}, Rest} when Blank =:= <<"\r\n">>; Blank =:= <<"\n">> ->
+            %% RFC 9112 2.2: empty lines before a request line are ignored.
+            request_line(S#{received := Rest}, Deadline);
+        {ok, _, _} ->
+            {error, 400, <<"bad request line">>};
+        {more, _} ->
+            then(receive_more(S, Deadline), fun(S2) -> request_line(S2, Deadline) end);
+        {error, _} ->
+            {error, 414, <<"request line too long">>}
+    end.
+
+headers(#{received := Bytes, conf := Conf} = S, Deadline, Line, Acc, Count, Size) ->
     #{max_headers := MaxCount, max_header_size := MaxSize} = Conf,
-    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
-    case gen_tcp:recv(Sock, 0, Left) of
-        {ok, http_eoh} ->
-            {ok, lists:reverse(Acc)};
-        {ok, {http_header, _, Name, _, Value}} ->
+    case erlang:decode_packet(httph_bin, Bytes, [{packet_size, line_limit(S)}]) of
+        {ok, http_eoh, Rest} ->
+            {ok, Line, lists:reverse(Acc), S#{received := Rest}};
+        {ok, {http_header, _, Name, _, Value0}, Rest} ->
             N = name(Name),
+            Value = unfold(Value0),
             Size2 = Size + byte_size(N) + byte_size(Value) + 4,
             if
                 Count + 1 > MaxCount -> {error, 431, <<"too many header fields">>};
                 Size2 > MaxSize -> {error, 431, <<"header section too large">>};
-                true -> headers(S, Deadline, [{N, Value} | Acc], Count + 1, Size2)
+                true -> headers(S#{received := Rest}, Deadline, Line, [{N, Value} | Acc], Count + 1, Size2)
             end;
-        {ok, {http_error, _}} -> {error, 400, <<"bad header line">>};
-        {error, emsgsize} -> {error, 431, <<"header line too long">>};
+        {ok, _, _} ->
+            {error, 400, <<"bad header line">>};
+        {more, _} ->
+            then(receive_more(S, Deadline), fun(S2) -> headers(S2, Deadline, Line, Acc, Count, Size) end);
+        {error, _} ->
+            {error, 431, <<"header line too long">>}
+    end.
+
+receive_more(#{socket := Sock, received := Bytes} = S, Deadline) ->
+    case gen_tcp:recv(Sock, 0, max(0, Deadline - erlang:monotonic_time(millisecond))) of
+        {ok, Data} -> {ok, S#{received := <<Bytes/binary, Data/binary>>}};
         {error, timeout} -> {error, 408, <<"header timeout">>};
         {error, _} -> closed
+    end.
+
+then({ok, S}, Next) -> Next(S);
+then(Error, _Next) -> Error.
+
+%% A request line or header field line may be this long (the header section
+%% as a whole is bounded by max_header_size).
+line_limit(#{conf := #{max_header_size := MaxSize}}) ->
+    max(MaxSize * 2, 65536).
+
+%% RFC 9112 5.2: a field value folded over lines (obs-fold) is one line.
+unfold(Value) ->
+    case binary:match(Value, <<"\n">>) of
+        nomatch -> Value;
+        _ -> binary:replace(Value, [<<"\r\n">>, <<"\n">>], <<>>, [global])
     end.
 
 dispatch(S, Method, Target, Version, Headers) ->
@@ -109,7 +142,7 @@ with_framing(S, Method, Path, Version, Headers, Lower, Expect) ->
 serve(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Method, Path, Version, Headers,
       Lower, Framing, Expect) ->
     Start = erlang:monotonic_time(microsecond),
-    {Input, Pump} = erlpy_http_body:start(Sock, Framing, Conf),
+    {Input, Pump, Kept} = erlpy_http_body:start(Sock, Framing, maps:get(received, S), Conf),
     Environ = py_wsgi:environ(#{method => Method, path => Path, version => Version,
                                 headers => Headers, server_name => server_name(Lower),
                                 server_port => maps:get(port, Conf), remote_addr => Addr,
@@ -123,11 +156,15 @@ serve(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Method, Path, V
     ?LOG_INFO("~s ~s ~s ~b ~b ~bus",
               [Addr, Method, Path, maps:get(status, R2), maps:get(bytes, R2),
                erlang:monotonic_time(microsecond) - Start]),
-    Continue = maps:get(keep_alive, R2) andalso erlpy_http_body:drained(Pump, Input, Conf)
-        andalso not stopping(),
-    case Continue of
-        true -> idle(S);
-        false -> gen_tcp:close(Sock)
+    Next = maps:get(keep_alive, R2) andalso erlpy_http_body:drained(Pump, Input, Conf),
+    case Next of
+        {ok, Rest} ->
+            case stopping() of
+                false -> idle(S#{received := <<Kept/binary, Rest/binary>>});
+                true -> gen_tcp:close(Sock)
+            end;
+        _ ->
+            gen_tcp:close(Sock)
     end.
 
 %% The response handler py_wsgi calls with each event.
@@ -239,7 +276,7 @@ fail(#{socket := Sock}, Status, Why) ->
 %% sending, then read and drop what the client still sends, for a moment.
 lingering_close(Sock) ->
     _ = gen_tcp:shutdown(Sock, write),
-    _ = inet:setopts(Sock, [{packet, raw}, {active, false}]),
+    _ = inet:setopts(Sock, [{active, false}]),
     Deadline = erlang:monotonic_time(millisecond) + 1000,
     linger(Sock, Deadline, 1 bsl 20).
 
