@@ -189,12 +189,25 @@ line(#{data := Data} = St) ->
             line(more(St))
     end.
 
-%% "1a3f;ext=1" -> 16#1a3f
+%% "1a3f;ext=1" -> 16#1a3f: 1 to 15 hex digits, then the end of the line
+%% or (after optional whitespace) extensions, which are ignored.
 chunk_size(Line) ->
-    Hex = string:trim(hd(binary:split(Line, <<";">>))),
-    case Hex =/= <<>> andalso byte_size(Hex) =< 15 andalso
-        lists:all(fun(C) -> (C >= $0 andalso C =< $9) orelse (C >= $a andalso C =< $f)
-                                orelse (C >= $A andalso C =< $F) end, binary_to_list(Hex)) of
-        true -> binary_to_integer(Hex, 16);
-        false -> throw({body_error, bad_chunk})
-    end.
+    chunk_size(Line, 0, 0).
+
+chunk_size(<<C, Rest/binary>>, N, Digits) when Digits < 15 ->
+    case C of
+        _ when C >= $0, C =< $9 -> chunk_size(Rest, N * 16 + C - $0, Digits + 1);
+        _ when C >= $a, C =< $f -> chunk_size(Rest, N * 16 + C - $a + 10, Digits + 1);
+        _ when C >= $A, C =< $F -> chunk_size(Rest, N * 16 + C - $A + 10, Digits + 1);
+        _ when Digits > 0 -> chunk_ext(<<C, Rest/binary>>, N);
+        _ -> throw({body_error, bad_chunk})
+    end;
+chunk_size(<<>>, N, Digits) when Digits > 0 ->
+    N;
+chunk_size(_, _, _) ->
+    throw({body_error, bad_chunk}).
+
+chunk_ext(<<C, Rest/binary>>, N) when C =:= $\s; C =:= $\t -> chunk_ext(Rest, N);
+chunk_ext(<<$;, _/binary>>, N) -> N;
+chunk_ext(<<>>, N) -> N;
+chunk_ext(_, _) -> throw({body_error, bad_chunk}).

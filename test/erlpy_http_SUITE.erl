@@ -15,7 +15,9 @@ all() ->
      bad_request_line, huge_headers, too_many_headers, bad_chunk_size, body_too_large,
      chunked_body_too_large, slow_sender_timeout, max_connections, wrk_hello,
      flask_json, flask_multipart, flask_stream_upload, flask_streamed_response,
-     graceful_stop, bad_app_headers, huge_request_length].
+     graceful_stop, bad_app_headers, huge_request_length,
+     pipelined_after_bodies, request_in_pieces, long_header_line, folded_header,
+     empty_lines_before_request, trickled_body_min_rate].
 
 init_per_suite(Config) ->
     Config2 = erlpy_test:start(Config),
@@ -476,3 +478,85 @@ huge_request_length(Config) ->
     ok = gen_tcp:send(S, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n">>),
     {ok, Resp} = recv_all(S),
     ?assertMatch(<<"HTTP/1.1 413", _/binary>>, Resp).
+
+%% ------------------------------------------------------------------ framing
+
+%% Bodies of both framings and the requests after them in one packet: the
+%% bytes past each body belong to the next request.
+pipelined_after_bodies(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, [<<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello">>,
+                          <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n">>,
+                          <<"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n">>,
+                          <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyz">>]),
+    ?assertEqual({200, <<"5 ", (sha_hex(<<"hello">>))/binary>>}, status_body(read_response(S))),
+    ?assertEqual({200, <<"5 ", (sha_hex(<<"abcde">>))/binary>>}, status_body(read_response(S))),
+    ?assertEqual({200, <<"Hello, World!">>}, status_body(read_response(S))),
+    ?assertEqual({200, <<"3 ", (sha_hex(<<"xyz">>))/binary>>}, status_body(read_response(S))),
+    gen_tcp:close(S).
+
+%% A request cut anywhere, in CRLFs and chunk-size lines too, still parses.
+request_in_pieces(Config) ->
+    Req = <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "3;e=1\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nT: 1\r\n\r\n"
+            "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n">>,
+    S = connect(Config),
+    ok = inet:setopts(S, [{nodelay, true}]),
+    [begin ok = gen_tcp:send(S, <<B>>), timer:sleep(1) end || <<B>> <= Req],
+    ?assertEqual({200, <<"19 ", (sha_hex(<<"abc0123456789abcdef">>))/binary>>},
+                 status_body(read_response(S))),
+    ?assertEqual({200, <<"Hello, World!">>}, status_body(read_response(S))),
+    gen_tcp:close(S).
+
+%% A header line longer than any limit gets its 431, not a dropped connection.
+long_header_line(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, [<<"GET /hello HTTP/1.1\r\nHost: x\r\nX-Long: ">>,
+                          binary:copy(<<"a">>, 200000), <<"\r\n\r\n">>]),
+    {ok, Resp} = recv_all(S),
+    ?assertMatch(<<"HTTP/1.1 431", _/binary>>, Resp),
+    S2 = connect(Config),
+    ok = gen_tcp:send(S2, [<<"GET /">>, binary:copy(<<"a">>, 200000), <<" HTTP/1.1\r\n">>]),
+    {ok, Resp2} = recv_all(S2),
+    ?assertMatch(<<"HTTP/1.1 414", _/binary>>, Resp2).
+
+%% RFC 9112 5.2: a folded field value reaches the app as one line.
+folded_header(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, <<"GET /header?HTTP_X_FOLDED HTTP/1.1\r\nHost: x\r\nX-Folded: one\r\n two\r\n\r\n">>),
+    ?assertEqual({200, <<"one two">>}, status_body(read_response(S))),
+    gen_tcp:close(S).
+
+%% RFC 9112 2.2: empty lines before a request line are ignored.
+empty_lines_before_request(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, <<"\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n">>),
+    ?assertEqual({200, <<"Hello, World!">>}, status_body(read_response(S))),
+    gen_tcp:close(S).
+
+%% A client trickling its body, each byte well within body_timeout, is cut
+%% off by min_body_rate: the app's read raises, the client gets a 408.
+trickled_body_min_rate(_Config) ->
+    {ok, _} = py:eval(<<"__import__('http_apps').events.clear()">>),
+    {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0,
+                                    body_timeout => 1000, min_body_rate => 1000}),
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, erlpy_http:port(Srv), [binary, {active, false}]),
+    ok = gen_tcp:send(S, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n">>),
+    Trickle = spawn_link(fun Loop() -> _ = gen_tcp:send(S, <<"z">>), timer:sleep(300), Loop() end),
+    {ok, Resp} = recv_all(S),
+    unlink(Trickle),
+    exit(Trickle, kill),
+    ?assertMatch(<<"HTTP/1.1 408", _/binary>>, Resp),
+    {ok, E} = py:eval(<<"__import__('http_apps').events">>),
+    ?assert(lists:member({<<"read_error">>, <<"StreamAborted">>}, E)),
+    %% A steady client at the same per-piece pace but above the rate passes.
+    {ok, S2} = gen_tcp:connect({127, 0, 0, 1}, erlpy_http:port(Srv), [binary, {active, false}]),
+    ok = gen_tcp:send(S2, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n">>),
+    [begin ok = gen_tcp:send(S2, binary:copy(<<"z">>, 1000)), timer:sleep(300) end || _ <- lists:seq(1, 4)],
+    ?assertEqual({200, <<"4000 ", (sha_hex(binary:copy(<<"z">>, 4000)))/binary>>},
+                 status_body(read_response(S2))),
+    erlpy_http:stop(Srv).
+
+status_body({Status, _Headers, Body}) ->
+    {Status, Body}.

@@ -26,6 +26,10 @@ def _raw(environ, start_response):
         body = json.dumps({k: environ.get(k) for k in keys}).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [body]
+    if path == "/header":
+        # The environ value named by the query string, e.g. /header?HTTP_X_A
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ.get(environ["QUERY_STRING"], "-").encode("latin-1")]
     if path == "/sha256":
         inp, h, n = environ["wsgi.input"], hashlib.sha256(), 0
         try:
