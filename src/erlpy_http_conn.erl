@@ -335,9 +335,14 @@ framing(Lower, #{conf := #{max_body := Max}}) ->
         {[], []} -> {ok, none};
         {[_ | _], [_ | _]} -> {error, 400, <<"both Transfer-Encoding and Content-Length">>};
         {[_ | _], []} ->
-            case string:lowercase(string:trim(lists:last(binary:split(lists:last(TE), <<",">>, [global])))) of
-                <<"chunked">> -> {ok, chunked};
-                _ -> {error, 501, <<"unsupported transfer coding">>}
+            Codings = [string:lowercase(string:trim(C, both, " \t"))
+                       || V <- TE, C <- binary:split(V, <<",">>, [global])],
+            case lists:reverse(Codings) of
+                [<<"chunked">>] -> {ok, chunked};
+                %% Other codings (gzip...) would reach the app still encoded.
+                [<<"chunked">> | _] -> {error, 501, <<"unsupported transfer coding">>};
+                %% RFC 9112 6.3: the length of such a body is unknowable.
+                _ -> {error, 400, <<"chunked is not the final transfer coding">>}
             end;
         {[], [V]} ->
             case is_digits(V) of

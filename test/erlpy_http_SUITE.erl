@@ -17,7 +17,7 @@ all() ->
      flask_json, flask_multipart, flask_stream_upload, flask_streamed_response,
      graceful_stop, bad_app_headers, huge_request_length,
      pipelined_after_bodies, request_in_pieces, long_header_line, folded_header,
-     empty_lines_before_request, trickled_body_min_rate].
+     empty_lines_before_request, trickled_body_min_rate, transfer_codings].
 
 init_per_suite(Config) ->
     Config2 = erlpy_test:start(Config),
@@ -560,3 +560,23 @@ trickled_body_min_rate(_Config) ->
 
 status_body({Status, _Headers, Body}) ->
     {Status, Body}.
+
+%% Only "chunked" alone is decoded; "gzip, chunked" would hand the app a
+%% still-encoded body (501); chunked not last leaves no length (400).
+transfer_codings(Config) ->
+    Post = fun(TE) ->
+                   S = connect(Config),
+                   ok = gen_tcp:send(S, [<<"POST /sha256 HTTP/1.1\r\nHost: x\r\n">>, TE,
+                                         <<"\r\n\r\n1\r\na\r\n0\r\n\r\n">>]),
+                   {ok, <<"HTTP/1.1 ", Code:3/binary, _/binary>>} = recv_all(S),
+                   Code
+           end,
+    ?assertEqual(<<"501">>, Post(<<"Transfer-Encoding: gzip, chunked">>)),
+    ?assertEqual(<<"501">>, Post(<<"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked">>)),
+    ?assertEqual(<<"400">>, Post(<<"Transfer-Encoding: chunked, gzip">>)),
+    ?assertEqual(<<"400">>, Post(<<"Transfer-Encoding: gzip">>)),
+    S = connect(Config),
+    ok = gen_tcp:send(S, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  Chunked \r\n\r\n"
+                           "1\r\na\r\n0\r\n\r\n">>),
+    ?assertEqual({200, <<"1 ", (sha_hex(<<"a">>))/binary>>}, status_body(read_response(S))),
+    gen_tcp:close(S).
