@@ -61,6 +61,8 @@ call(Module, Function, Args, Kwargs, Options) ->
           {ok, term()} | {error, error()}.
 call(Ctx, Module, Function, Args, Kwargs, Options)
   when is_list(Args), is_map(Kwargs), is_map(Options) ->
+    %% length/1 rejects an improper list: positional arguments are a list.
+    _ = length(Args),
     run(Ctx, {call, name(Module), name(Function), Args, Kwargs}, Options);
 call(_Ctx, _Module, _Function, _Args, _Kwargs, _Options) ->
     error(badarg).

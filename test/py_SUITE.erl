@@ -155,6 +155,7 @@ send_from_python_thread(_) ->
 bad_arguments_are_badarg(_) ->
     Bad = [fun() -> py:call(1, add, []) end,
            fun() -> py:call(operator, add, not_a_list) end,
+           fun() -> py:call(operator, add, [1 | 2]) end,
            fun() -> py:call(operator, add, [], not_a_map) end,
            fun() -> py:call(operator, add, [], #{}, #{timeout => -1}) end,
            fun() -> py:call(operator, add, [], #{}, #{timeout => foo}) end,
