@@ -472,14 +472,63 @@ static int valid_request(ErlNifEnv *env, ERL_NIF_TERM request)
     return arity == 2 && enif_is_identical(r[0], ATOMS.exec); /* {exec, Code} */
 }
 
+/* Copying a request into the job's environment is proportional to its size.
+ * Up to this many term cells (a few tens of microseconds of copying) it is
+ * done on the calling scheduler; a bigger request goes to a dirty one. */
+#define SMALL_REQUEST_CELLS 20000
+#define SMALL_REQUEST_DEPTH 64
+
+/* Whether `t` has at most `*budget` cells, nested at most `depth` deep.
+ * Visits no more than that many cells, so it is cheap whatever `t` is. */
+static int term_is_small(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int depth)
+{
+    int arity;
+    const ERL_NIF_TERM *elems;
+    size_t size;
+    if (--*budget < 0 || depth <= 0)
+        return 0;
+    if (enif_is_list(env, t)) {
+        ERL_NIF_TERM head;
+        while (enif_get_list_cell(env, t, &head, &t))
+            if (!term_is_small(env, head, budget, depth - 1) || --*budget < 0)
+                return 0;
+        return enif_is_list(env, t) || term_is_small(env, t, budget, depth - 1); /* [] or an improper tail */
+    }
+    if (enif_get_tuple(env, t, &arity, &elems)) {
+        for (int i = 0; i < arity; i++)
+            if (!term_is_small(env, elems[i], budget, depth - 1))
+                return 0;
+        return 1;
+    }
+    if (enif_get_map_size(env, t, &size)) {
+        if ((long)size * 2 > *budget)
+            return 0;
+        ErlNifMapIterator it;
+        if (!enif_map_iterator_create(env, t, &it, ERL_NIF_MAP_ITERATOR_FIRST))
+            return 0;
+        ERL_NIF_TERM k, v;
+        int small = 1;
+        while (small && enif_map_iterator_get_pair(env, &it, &k, &v)) {
+            small = term_is_small(env, k, budget, depth - 1) && term_is_small(env, v, budget, depth - 1);
+            enif_map_iterator_next(env, &it);
+        }
+        enif_map_iterator_destroy(env, &it);
+        return small;
+    }
+    return 1; /* an atom, number, pid, ...; a binary is copied by reference or is tiny */
+}
+
 /* submit(Context, Ref, Request) -> {ok, Job} | {error, not_started | no_context} */
 ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    (void)argc;
     int context;
     if (!enif_get_int(env, argv[0], &context) || context < 0 || !enif_is_ref(env, argv[1]) ||
         !valid_request(env, argv[2]))
         return enif_make_badarg(env);
+    long budget = SMALL_REQUEST_CELLS;
+    if (enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER &&
+        !term_is_small(env, argv[2], &budget, SMALL_REQUEST_DEPTH))
+        return enif_schedule_nif(env, "submit", ERL_NIF_DIRTY_JOB_CPU_BOUND, workers_submit_nif, argc, argv);
     job_t *job = enif_alloc_resource(ERLPY_JOB_RT, sizeof *job);
     if (!job)
         return erlpy_make_error(env, ATOMS.enomem);

@@ -10,7 +10,7 @@ all() ->
      timeout_interrupts_python, timeout_frees_queued_call, exception_structure,
      no_atoms_from_python, c_extensions_import, send_from_python_thread,
      bad_arguments_are_badarg, unknown_context, unknown_module,
-     send_deep_term_from_small_stack_does_not_crash].
+     send_deep_term_from_small_stack_does_not_crash, big_request_copied_off_scheduler].
 
 init_per_suite(Config) ->
     erlpy_test:start(Config).
@@ -191,3 +191,17 @@ send_deep_term_from_small_stack_does_not_crash(_) ->
                  py:call(bridge_helpers, deep_send_small_stack, [self(), 10000], #{}, #{timeout => 30000})),
     ?assertEqual({ok, <<>>}, py:call(bridge_helpers, deep_send_small_stack, [self(), 50])),
     receive [[[_ | _]]] -> ok after 5000 -> ct:fail(no_message) end.
+
+%% A request of millions of terms is copied for the worker on a dirty
+%% scheduler, not on the caller's: microstate accounting shows where the
+%% time went (emulator time includes NIFs).
+big_request_copied_off_scheduler(_) ->
+    L = lists:seq(1, 2000000),
+    msacc:start(),
+    ?assertEqual({ok, 2000000}, py:call(builtins, len, [L])),
+    Stats = msacc:stats(),
+    msacc:stop(),
+    Time = fun(Type) -> lists:sum([maps:get(emulator, C) || #{type := T, counters := C} <- Stats, T =:= Type]) end,
+    ct:pal("emulator time: schedulers ~b us, dirty CPU schedulers ~b us",
+           [Time(scheduler), Time(dirty_cpu_scheduler)]),
+    ?assert(Time(dirty_cpu_scheduler) > Time(scheduler)).
