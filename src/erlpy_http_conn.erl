@@ -113,9 +113,9 @@ unfold(Value) ->
     end.
 
 dispatch(S, Method, Target, Version, Headers) ->
-    Lower = [{string:lowercase(N), V} || {N, V} <- Headers],
+    Lower = [{lower(N), V} || {N, V} <- Headers],
     Path = path(Target),
-    Expect = [string:lowercase(V) || {<<"expect">>, V} <- Lower],
+    Expect = [lower(V) || {<<"expect">>, V} <- Lower],
     if
         Version =/= {1, 1}, Version =/= {1, 0} ->
             fail(S, 505, <<"HTTP version not supported">>);
@@ -188,7 +188,7 @@ respond({body, Chunk}, #{sock := Sock, pending := Pending} = R) ->
 
 start_response(Status, Headers, #{version := Version, keep_alive := KA, head := Head} = R) ->
     Code = status_code(Status),
-    Lower = [string:lowercase(N) || {N, _} <- Headers],
+    Lower = [lower(N) || {N, _} <- Headers],
     NoBody = Head orelse Code < 200 orelse Code =:= 204 orelse Code =:= 304,
     CLs = lists:usort([string:trim(V) || {N, V} <- lists:zip(Lower, [V0 || {_, V0} <- Headers]),
                                          N =:= <<"content-length">>]),
@@ -237,7 +237,11 @@ frame(Chunk, R) ->
 %% After the app: complete the response, or answer the failure.
 finish(ok, #{sock := Sock, pending := Pending, framing := Framing, left := Left} = R, _Pump) ->
     Tail = case Framing of chunked -> <<"0\r\n\r\n">>; _ -> <<>> end,
-    case gen_tcp:send(Sock, [Pending, Tail]) of
+    Sent = case {Pending, Tail} of
+               {[], <<>>} -> ok;
+               _ -> gen_tcp:send(Sock, [Pending, Tail])
+           end,
+    case Sent of
         ok when Framing =:= length, Left > 0, not map_get(head, R) ->
             R#{keep_alive := false};  %% shorter than its Content-Length
         ok -> R;
@@ -323,7 +327,7 @@ keep_alive(_, _) -> false.
 
 has_token(Name, Token, Lower) ->
     lists:any(fun({N, V}) when N =:= Name ->
-                      lists:member(Token, [string:trim(string:lowercase(T)) || T <- binary:split(V, <<",">>, [global])]);
+                      lists:member(Token, [lower(string:trim(T)) || T <- binary:split(V, <<",">>, [global])]);
                  (_) -> false
               end, Lower).
 
@@ -335,7 +339,7 @@ framing(Lower, #{conf := #{max_body := Max}}) ->
         {[], []} -> {ok, none};
         {[_ | _], [_ | _]} -> {error, 400, <<"both Transfer-Encoding and Content-Length">>};
         {[_ | _], []} ->
-            Codings = [string:lowercase(string:trim(C, both, " \t"))
+            Codings = [lower(string:trim(C, both, " \t"))
                        || V <- TE, C <- binary:split(V, <<",">>, [global])],
             case lists:reverse(Codings) of
                 [<<"chunked">>] -> {ok, chunked};
@@ -356,6 +360,11 @@ framing(Lower, #{conf := #{max_body := Max}}) ->
             end;
         {[], _} -> {error, 400, <<"conflicting Content-Length">>}
     end.
+
+%% Header names and the tokens compared here are ASCII: no need for the
+%% Unicode case mapping of string:lowercase/1, which costs more.
+lower(B) ->
+    << <<(if C >= $A, C =< $Z -> C + 32; true -> C end)>> || <<C>> <= B >>.
 
 is_digits(<<>>) -> false;
 is_digits(B) -> lists:all(fun(C) -> C >= $0 andalso C =< $9 end, binary_to_list(B)).

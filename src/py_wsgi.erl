@@ -89,7 +89,8 @@ environ(#{method := Method, path := Target, version := {Major, Minor}, headers :
              <<"RAW_URI">> => Target,
              <<"SERVER_NAME">> => maps:get(server_name, R, <<"localhost">>),
              <<"SERVER_PORT">> => integer_to_binary(maps:get(server_port, R, 80)),
-             <<"SERVER_PROTOCOL">> => iolist_to_binary(io_lib:format("HTTP/~b.~b", [Major, Minor])),
+             <<"SERVER_PROTOCOL">> => <<"HTTP/", (integer_to_binary(Major))/binary, ".",
+                                    (integer_to_binary(Minor))/binary>>,
              <<"REMOTE_ADDR">> => maps:get(remote_addr, R, <<>>),
              <<"REMOTE_PORT">> => integer_to_binary(maps:get(remote_port, R, 0)),
              <<"wsgi.url_scheme">> => maps:get(scheme, R, <<"http">>)},
@@ -102,10 +103,10 @@ context_id(Ctx) ->
     element(2, Ctx).
 
 add_header({Name, Value}, Env) ->
-    Key = case string:uppercase(Name) of
+    Key = case upper(Name) of
               <<"CONTENT-TYPE">> -> <<"CONTENT_TYPE">>;
               <<"CONTENT-LENGTH">> -> <<"CONTENT_LENGTH">>;
-              Upper -> <<"HTTP_", (binary:replace(Upper, <<"-">>, <<"_">>, [global]))/binary>>
+              Upper -> <<"HTTP_", << <<(if C =:= $- -> $_; true -> C end)>> || <<C>> <= Upper >>/binary>>
           end,
     case Env of
         %% Repeated headers join with a comma (RFC 9110 5.3).
@@ -114,6 +115,10 @@ add_header({Name, Value}, Env) ->
         _ ->
             Env#{Key => Value}
     end.
+
+%% Header names are ASCII tokens.
+upper(B) ->
+    << <<(if C >= $a, C =< $z -> C - 32; true -> C end)>> || <<C>> <= B >>.
 
 percent_decode(Bin) ->
     percent_decode(Bin, <<>>).
