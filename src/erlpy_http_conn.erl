@@ -148,7 +148,7 @@ serve(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Method, Path, V
                                 server_port => maps:get(port, Conf), remote_addr => Addr,
                                 remote_port => Port}),
     R0 = #{sock => Sock, version => Version, head => Method =:= <<"HEAD">>,
-           keep_alive => keep_alive(Version, Lower), expect => Expect, status => 0,
+           keep_alive => keep_alive(Version, Lower), expect => Expect andalso Framing =/= none, status => 0,
            sent => false, pending => [], framing => none, left => infinity, bytes => 0},
     {Result, R} = py_wsgi:run(maps:get(app, Conf), Environ, Input, {fun respond/2, R0},
                               #{notify_read => Expect}),
@@ -186,8 +186,12 @@ respond({body, Chunk}, #{sock := Sock, pending := Pending} = R) ->
         Error -> Error
     end.
 
-start_response(Status, Headers, #{version := Version, keep_alive := KA, head := Head} = R) ->
+start_response(Status, Headers, #{version := Version, keep_alive := KA0, head := Head} = R) ->
     Code = status_code(Status),
+    %% Answered before the app asked for the body of an `Expect:
+    %% 100-continue' request: the client may never send it, so the body's
+    %% end cannot be found; the connection closes after this response.
+    KA = KA0 andalso not maps:get(expect, R),
     Lower = [lower(N) || {N, _} <- Headers],
     NoBody = Head orelse Code < 200 orelse Code =:= 204 orelse Code =:= 304,
     CLs = lists:usort([string:trim(V) || {N, V} <- lists:zip(Lower, [V0 || {_, V0} <- Headers]),
