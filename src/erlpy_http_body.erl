@@ -10,7 +10,7 @@
 %% request, which the connection parses next.
 -module(erlpy_http_body).
 
--export([start/4, error/1, drained/3]).
+-export([start/4, error/1, drained/3, continued/1, stop/1]).
 
 %% Trailer section and chunk-size line (with extensions) bounds.
 -define(MAX_CHUNK_LINE, 4096).
@@ -22,13 +22,17 @@
 %% @doc Starts reading a body.  `Received' are the bytes that came with the
 %% request head.  Returns the body's buffer, the pump filling it (`none'
 %% without a body) and the bytes the connection keeps (all of `Received'
-%% without a body: they belong to the next request).
+%% without a body: they belong to the next request).  With `Expect' (the
+%% client waits for `100 Continue'), waiting for the client counts against
+%% `body_timeout' and `min_body_rate' only after `continued/1' or the first
+%% body byte.
 -spec start(gen_tcp:socket(), framing(), binary(), map()) -> {py_buffer:buffer(), pump(), binary()}.
 start(_Sock, none, Received, _Conf) ->
     {ok, Buf} = py_buffer:new(0),
     ok = py_buffer:close(Buf),
     {Buf, none, Received};
-start(Sock, Framing, Received, #{max_unread := MaxUnread} = Conf) ->
+start(Sock, Framing, Received, #{max_unread := MaxUnread} = Conf0) ->
+    Conf = Conf0#{expect => maps:get(expect, Conf0, false) andalso Received =:= <<>>},
     Conn = self(),
     Length = case Framing of {length, N} -> N; chunked -> undefined end,
     Pump = spawn_link(fun() ->
@@ -39,6 +43,24 @@ start(Sock, Framing, Received, #{max_unread := MaxUnread} = Conf) ->
                               run(Sock, Framing, Buf, Received, Conn, Conf)
                       end),
     receive {?MODULE, Pump, Buf} -> {Buf, Pump, <<>>} end.
+
+%% @doc The connection sent `100 Continue': from now on the client is late
+%% if the body does not come.
+-spec continued(pump()) -> ok.
+continued(none) ->
+    ok;
+continued(Pump) ->
+    Pump ! {?MODULE, continued},
+    ok.
+
+%% @doc Stops the pump at once (the connection is closing).
+-spec stop(pump()) -> ok.
+stop(none) ->
+    ok;
+stop(Pump) ->
+    unlink(Pump),
+    exit(Pump, kill),
+    ok.
 
 %% @doc Why the body failed, if it did and the pump said so already.
 -spec error(pump()) -> none | too_large | bad_chunk | timeout | closed.
@@ -60,7 +82,21 @@ error(Pump) ->
 -spec drained(pump(), py_buffer:buffer(), map()) -> {ok, binary()} | error.
 drained(none, _Buf, _Conf) ->
     {ok, <<>>};
-drained(Pump, Buf, #{body_timeout := Timeout}) ->
+drained(Pump, Buf, #{body_timeout := Timeout, max_drain := MaxDrain}) ->
+    receive
+        {?MODULE, Pump, Result} -> outcome(Result)
+    after 0 ->
+            case py_buffer:info(Buf) of
+                %% More left than may be drained: no use waiting for it.
+                #{content_length := Length, written := Written}
+                  when is_integer(Length), Length - Written > MaxDrain ->
+                    throw_away(Pump);
+                _ ->
+                    drain(Pump, Buf, Timeout)
+            end
+    end.
+
+drain(Pump, Buf, Timeout) ->
     receive
         {?MODULE, Pump, Result} -> outcome(Result)
     after 0 ->
@@ -69,11 +105,13 @@ drained(Pump, Buf, #{body_timeout := Timeout}) ->
             receive
                 {?MODULE, Pump, Result} -> outcome(Result)
             after Timeout ->
-                    unlink(Pump),
-                    exit(Pump, kill),
-                    error
+                    throw_away(Pump)
             end
     end.
+
+throw_away(Pump) ->
+    stop(Pump),
+    error.
 
 outcome({ok, Rest}) -> {ok, Rest};
 outcome({error, _}) -> error.
@@ -82,8 +120,9 @@ outcome({error, _}) -> error.
 
 run(Sock, Framing, Buf, Received, Conn, #{body_timeout := Timeout} = Conf) ->
     St = #{sock => Sock, buf => Buf, conf => Conf, data => Received, discarding => false,
-           discarded => 0, total => 0, received => 0, waited => 0,
-           min_rate => maps:get(min_body_rate, Conf, 0), timeout => Timeout},
+           discarded => 0, total => 0, received => byte_size(Received), waited => 0,
+           min_rate => maps:get(min_body_rate, Conf, 0), timeout => Timeout,
+           expecting => maps:get(expect, Conf)},
     Result = try
                  #{data := Rest} = case Framing of
                                        {length, N} -> copy(N, St);
@@ -115,20 +154,32 @@ copy(N, #{data := Data} = St) ->
 %% Receives what the socket has.  Time spent waiting for the client is
 %% budgeted: `body_timeout' per wait, and in all no more than
 %% `body_timeout' plus one second per `min_body_rate' bytes received, so
-%% a client trickling its body cannot hold a Python worker for long.
+%% a client trickling its body cannot hold a Python worker for long.  While
+%% an `Expect: 100-continue' client has not been asked for the body, its
+%% silence is not counted.
 more(#{sock := Sock, data := Data, timeout := Timeout, received := Got, waited := Waited,
-       min_rate := Rate} = St) ->
-    Wait = case Rate of
-               0 -> Timeout;
-               _ -> min(Timeout, Timeout + Got * 1000 div Rate - Waited)
+       min_rate := Rate, expecting := Expecting} = St) ->
+    Wait = if
+               Expecting; Timeout =:= infinity -> Timeout;
+               Rate =:= 0 -> Timeout;
+               true -> min(Timeout, Timeout + Got * 1000 div Rate - Waited)
            end,
-    Wait > 0 orelse throw({body_error, timeout}),
+    Wait =:= infinity orelse Wait > 0 orelse throw({body_error, timeout}),
     T0 = erlang:monotonic_time(millisecond),
     case gen_tcp:recv(Sock, 0, Wait) of
         {ok, New} ->
             Data2 = case Data of <<>> -> New; _ -> <<Data/binary, New/binary>> end,
-            St#{data := Data2, received := Got + byte_size(New),
-                waited := Waited + erlang:monotonic_time(millisecond) - T0};
+            Waited2 = case Expecting of
+                          true -> Waited;
+                          false -> Waited + erlang:monotonic_time(millisecond) - T0
+                      end,
+            St#{data := Data2, received := Got + byte_size(New), waited := Waited2, expecting := false};
+        {error, timeout} when Expecting ->
+            receive
+                {?MODULE, continued} -> more(St#{expecting := false})
+            after 0 ->
+                    more(St)
+            end;
         {error, Reason} ->
             throw({body_error, Reason})
     end.
@@ -176,6 +227,8 @@ trailers(St, Size) ->
 %% One line (without its CRLF or LF), receiving more as needed.
 line(#{data := Data} = St) ->
     case binary:match(Data, <<"\n">>) of
+        {Pos, 1} when Pos > ?MAX_CHUNK_LINE ->
+            throw({body_error, bad_chunk});
         {Pos, 1} ->
             <<Line0:Pos/binary, $\n, Rest/binary>> = Data,
             Line = case Line0 of

@@ -46,7 +46,10 @@ idle(S) ->
 %% one receive for a typical request, and the bytes after the head stay
 %% at hand for the body or the next request.
 request(#{socket := Sock, conf := #{header_timeout := HT}} = S) ->
-    Deadline = erlang:monotonic_time(millisecond) + HT,
+    Deadline = case HT of
+                   infinity -> infinity;
+                   _ -> erlang:monotonic_time(millisecond) + HT
+               end,
     case request_line(S, Deadline) of
         {ok, {Method, Target, Version}, Headers, S2} -> dispatch(S2, Method, Target, Version, Headers);
         {error, Status, Why} -> fail(S, Status, Why);
@@ -73,11 +76,15 @@ headers(#{received := Bytes, conf := Conf} = S, Deadline, Line, Acc, Count, Size
     case erlang:decode_packet(httph_bin, Bytes, [{packet_size, line_limit(S)}]) of
         {ok, http_eoh, Rest} ->
             {ok, Line, lists:reverse(Acc), S#{received := Rest}};
-        {ok, {http_header, _, Name, _, Value0}, Rest} ->
+        {ok, {http_header, _, Name, _, Value}, Rest} ->
             N = name(Name),
-            Value = unfold(Value0),
             Size2 = Size + byte_size(N) + byte_size(Value) + 4,
+            %% RFC 9112 5.2: a value folded over lines (obs-fold) is
+            %% rejected, not unfolded: a proxy in front may not unfold it.
+            Folded = binary:match(Value, <<"\n">>) =/= nomatch,
             if
+                N =:= <<>> -> {error, 400, <<"empty header name">>};
+                Folded -> {error, 400, <<"folded header line">>};
                 Count + 1 > MaxCount -> {error, 431, <<"too many header fields">>};
                 Size2 > MaxSize -> {error, 431, <<"header section too large">>};
                 true -> headers(S#{received := Rest}, Deadline, Line, [{N, Value} | Acc], Count + 1, Size2)
@@ -91,7 +98,11 @@ headers(#{received := Bytes, conf := Conf} = S, Deadline, Line, Acc, Count, Size
     end.
 
 receive_more(#{socket := Sock, received := Bytes} = S, Deadline) ->
-    case gen_tcp:recv(Sock, 0, max(0, Deadline - erlang:monotonic_time(millisecond))) of
+    Left = case Deadline of
+               infinity -> infinity;
+               _ -> max(0, Deadline - erlang:monotonic_time(millisecond))
+           end,
+    case gen_tcp:recv(Sock, 0, Left) of
         {ok, Data} -> {ok, S#{received := <<Bytes/binary, Data/binary>>}};
         {error, timeout} -> {error, 408, <<"header timeout">>};
         {error, _} -> closed
@@ -105,13 +116,6 @@ then(Error, _Next) -> Error.
 line_limit(#{conf := #{max_header_size := MaxSize}}) ->
     max(MaxSize * 2, 65536).
 
-%% RFC 9112 5.2: a field value folded over lines (obs-fold) is one line.
-unfold(Value) ->
-    case binary:match(Value, <<"\n">>) of
-        nomatch -> Value;
-        _ -> binary:replace(Value, [<<"\r\n">>, <<"\n">>], <<>>, [global])
-    end.
-
 dispatch(S, Method, Target, Version, Headers) ->
     Lower = [{lower(N), V} || {N, V} <- Headers],
     Path = path(Target),
@@ -122,11 +126,12 @@ dispatch(S, Method, Target, Version, Headers) ->
         Path =:= error ->
             fail(S, 400, <<"bad request target">>);
         Version =:= {1, 1} ->
-            case lists:keymember(<<"host">>, 1, Lower) of
-                false -> fail(S, 400, <<"missing Host header">>);
-                true when Expect =/= [], Expect =/= [<<"100-continue">>] ->
+            case [H || {<<"host">>, H} <- Lower] of
+                [] -> fail(S, 400, <<"missing Host header">>);
+                [_, _ | _] -> fail(S, 400, <<"more than one Host header">>);
+                [_] when Expect =/= [], Expect =/= [<<"100-continue">>] ->
                     fail(S, 417, <<"unsupported expectation">>);
-                true -> with_framing(S, Method, Path, Version, Headers, Lower, Expect =/= [])
+                [_] -> with_framing(S, Method, Path, Version, Headers, Lower, Expect =/= [])
             end;
         true ->
             %% HTTP/1.0 knows no 100-continue: never answered.
@@ -142,35 +147,44 @@ with_framing(S, Method, Path, Version, Headers, Lower, Expect) ->
 serve(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Method, Path, Version, Headers,
       Lower, Framing, Expect) ->
     Start = erlang:monotonic_time(microsecond),
-    {Input, Pump, Kept} = erlpy_http_body:start(Sock, Framing, maps:get(received, S), Conf),
+    {Input, Pump, Kept} = erlpy_http_body:start(Sock, Framing, maps:get(received, S),
+                                                Conf#{expect => Expect}),
     Environ = py_wsgi:environ(#{method => Method, path => Path, version => Version,
                                 headers => Headers, server_name => server_name(Lower),
                                 server_port => maps:get(port, Conf), remote_addr => Addr,
                                 remote_port => Port}),
     R0 = #{sock => Sock, version => Version, head => Method =:= <<"HEAD">>,
-           keep_alive => keep_alive(Version, Lower), expect => Expect andalso Framing =/= none, status => 0,
-           sent => false, pending => [], framing => none, left => infinity, bytes => 0},
+           keep_alive => keep_alive(Version, Lower, Framing), expect => Expect andalso Framing =/= none,
+           pump => Pump, status => 0, sent => false, pending => [], framing => none,
+           left => infinity, bytes => 0},
     {Result, R} = py_wsgi:run(maps:get(app, Conf), Environ, Input, {fun respond/2, R0},
                               #{notify_read => Expect}),
     R2 = finish(Result, R, Pump),
-    ?LOG_INFO("~s ~s ~s ~b ~b ~bus",
-              [Addr, Method, Path, maps:get(status, R2), maps:get(bytes, R2),
-               erlang:monotonic_time(microsecond) - Start]),
+    maps:get(access_log, Conf) andalso
+        ?LOG_INFO("~s ~s ~s ~b ~b ~bus",
+                  [Addr, Method, Path, maps:get(status, R2), maps:get(bytes, R2),
+                   erlang:monotonic_time(microsecond) - Start]),
     Next = maps:get(keep_alive, R2) andalso erlpy_http_body:drained(Pump, Input, Conf),
-    case Next of
-        {ok, Rest} ->
+    case {Next, Pump} of
+        {{ok, Rest}, _} ->
             case stopping() of
                 false -> idle(S#{received := <<Kept/binary, Rest/binary>>});
                 true -> gen_tcp:close(Sock)
             end;
+        {_, none} ->
+            gen_tcp:close(Sock);
         _ ->
-            gen_tcp:close(Sock)
+            %% Body bytes may still be on their way: a plain close would
+            %% make the kernel reset the connection, and the client could
+            %% lose the response.
+            erlpy_http_body:stop(Pump),
+            lingering_close(Sock)
     end.
 
 %% The response handler py_wsgi calls with each event.
-respond(read_started, #{expect := true, sent := false, sock := Sock} = R) ->
+respond(read_started, #{expect := true, sent := false, sock := Sock, pump := Pump} = R) ->
     case gen_tcp:send(Sock, <<"HTTP/1.1 100 Continue\r\n\r\n">>) of
-        ok -> {ok, R#{expect := false}};
+        ok -> erlpy_http_body:continued(Pump), {ok, R#{expect := false}};
         Error -> Error
     end;
 respond(read_started, R) ->
@@ -285,8 +299,8 @@ fail(#{socket := Sock}, Status, Why) ->
 lingering_close(Sock) ->
     _ = gen_tcp:shutdown(Sock, write),
     _ = inet:setopts(Sock, [{active, false}]),
-    Deadline = erlang:monotonic_time(millisecond) + 1000,
-    linger(Sock, Deadline, 1 bsl 20).
+    Deadline = erlang:monotonic_time(millisecond) + 2000,
+    linger(Sock, Deadline, 16 bsl 20).
 
 linger(Sock, Deadline, Budget) ->
     Left = Deadline - erlang:monotonic_time(millisecond),
@@ -325,9 +339,12 @@ path({absoluteURI, _Scheme, _Host, _Port, P}) -> P;
 path('*') -> <<"*">>;
 path(_) -> error.
 
-keep_alive({1, 1}, Lower) -> not has_token(<<"connection">>, <<"close">>, Lower);
-keep_alive({1, 0}, Lower) -> has_token(<<"connection">>, <<"keep-alive">>, Lower);
-keep_alive(_, _) -> false.
+%% RFC 9112 6.1: an HTTP/1.0 request with Transfer-Encoding has faulty
+%% framing; it is served, then the connection closes.
+keep_alive({1, 1}, Lower, _) -> not has_token(<<"connection">>, <<"close">>, Lower);
+keep_alive({1, 0}, _Lower, chunked) -> false;
+keep_alive({1, 0}, Lower, _) -> has_token(<<"connection">>, <<"keep-alive">>, Lower);
+keep_alive(_, _, _) -> false.
 
 has_token(Name, Token, Lower) ->
     lists:any(fun({N, V}) when N =:= Name ->
@@ -338,7 +355,7 @@ has_token(Name, Token, Lower) ->
 %% Request body framing (RFC 9112 6.3): chunked, a length, or none.
 framing(Lower, #{conf := #{max_body := Max}}) ->
     TE = [V || {<<"transfer-encoding">>, V} <- Lower],
-    CL = lists:usort([string:trim(V) || {<<"content-length">>, V} <- Lower]),
+    CL = lists:usort([string:trim(V, both, " \t") || {<<"content-length">>, V} <- Lower]),
     case {TE, CL} of
         {[], []} -> {ok, none};
         {[_ | _], [_ | _]} -> {error, 400, <<"both Transfer-Encoding and Content-Length">>};

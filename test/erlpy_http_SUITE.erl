@@ -17,7 +17,9 @@ all() ->
      flask_json, flask_multipart, flask_stream_upload, flask_streamed_response,
      graceful_stop, bad_app_headers, huge_request_length,
      pipelined_after_bodies, request_in_pieces, long_header_line, folded_header,
-     empty_lines_before_request, trickled_body_min_rate, transfer_codings].
+     empty_lines_before_request, trickled_body_min_rate, transfer_codings, strict_headers,
+     infinite_timeouts, expect_with_late_reader, unread_body_then_close, http10_with_te_closes,
+     access_log_option].
 
 init_per_suite(Config) ->
     Config2 = erlpy_test:start(Config),
@@ -523,12 +525,15 @@ long_header_line(Config) ->
     {ok, Resp2} = recv_all(S2),
     ?assertMatch(<<"HTTP/1.1 414", _/binary>>, Resp2).
 
-%% RFC 9112 5.2: a folded field value reaches the app as one line.
+%% RFC 9112 5.2: a folded field value (obs-fold) is rejected: unfolded, it
+%% could smuggle a header past a proxy that does not unfold.
 folded_header(Config) ->
     S = connect(Config),
-    ok = gen_tcp:send(S, <<"GET /header?HTTP_X_FOLDED HTTP/1.1\r\nHost: x\r\nX-Folded: one\r\n two\r\n\r\n">>),
-    ?assertEqual({200, <<"one two">>}, status_body(read_response(S))),
-    gen_tcp:close(S).
+    ok = gen_tcp:send(S, <<"POST /hello HTTP/1.1\r\nHost: a\r\nX-A: b\r\n Content-Length: 28\r\n\r\n"
+                           "GET /x HTTP/1.1\r\nHost: a\r\n\r\n">>),
+    {ok, Resp} = recv_all(S),
+    ?assertMatch(<<"HTTP/1.1 400", _/binary>>, Resp),
+    ?assertEqual(nomatch, binary:match(Resp, <<"404">>)).
 
 %% RFC 9112 2.2: empty lines before a request line are ignored.
 empty_lines_before_request(Config) ->
@@ -582,3 +587,97 @@ transfer_codings(Config) ->
                            "1\r\na\r\n0\r\n\r\n">>),
     ?assertEqual({200, <<"1 ", (sha_hex(<<"a">>))/binary>>}, status_body(read_response(S))),
     gen_tcp:close(S).
+
+%% Two Host fields (RFC 9112 3.2), an empty field name, and a length padded
+%% with anything but SP/HTAB are bad requests.
+strict_headers(Config) ->
+    [begin
+         S = connect(Config),
+         ok = gen_tcp:send(S, Req),
+         {ok, Resp} = recv_all(S),
+         ?assertMatch(<<"HTTP/1.1 400", _/binary>>, Resp)
+     end || Req <- [<<"GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n">>,
+                    <<"GET /hello HTTP/1.1\r\nHost: a\r\n: x\r\n\r\n">>,
+                    <<"POST /sha256 HTTP/1.1\r\nHost: a\r\nContent-Length: \v3\r\n\r\nabc">>]],
+    S2 = connect(Config),
+    ok = gen_tcp:send(S2, <<"POST /sha256 HTTP/1.1\r\nHost: a\r\nContent-Length: 3 \t\r\n\r\nabc">>),
+    ?assertEqual({200, <<"3 ", (sha_hex(<<"abc">>))/binary>>}, status_body(read_response(S2))),
+    gen_tcp:close(S2).
+
+%% `infinity' is a valid timeout for every timeout option.
+infinite_timeouts(_Config) ->
+    {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0, idle_timeout => infinity,
+                                    header_timeout => infinity, body_timeout => infinity}),
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, erlpy_http:port(Srv), [binary, {active, false}]),
+    ok = gen_tcp:send(S, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n">>),
+    timer:sleep(100),
+    ok = gen_tcp:send(S, <<"hello">>),
+    ?assertEqual({200, <<"5 ", (sha_hex(<<"hello">>))/binary>>}, status_body(read_response(S))),
+    gen_tcp:close(S),
+    erlpy_http:stop(Srv).
+
+%% A client waiting for `100 Continue' is not late while the app has not
+%% asked for the body yet, however long that takes.
+expect_with_late_reader(_Config) ->
+    {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0, body_timeout => 500}),
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, erlpy_http:port(Srv), [binary, {active, false}]),
+    ok = gen_tcp:send(S, <<"POST /late-sha256?1.5 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                           "Expect: 100-continue\r\n\r\n">>),
+    {ok, Continue} = gen_tcp:recv(S, 25, 10000),
+    ?assertEqual(<<"HTTP/1.1 100 Continue\r\n\r\n">>, Continue),
+    ok = gen_tcp:send(S, <<"hello">>),
+    ?assertEqual({200, <<"5 ", (sha_hex(<<"hello">>))/binary>>}, status_body(read_response(S))),
+    gen_tcp:close(S),
+    erlpy_http:stop(Srv).
+
+%% An app answers without reading a 4 MB body, more than max_drain: the
+%% client still gets to send it all and read the answer (no reset that
+%% would destroy the response).
+unread_body_then_close(Config) ->
+    S = connect(Config),
+    Body = binary:copy(<<"u">>, 4 bsl 20),
+    ok = gen_tcp:send(S, [<<"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: ">>,
+                          integer_to_binary(byte_size(Body)), <<"\r\n\r\n">>, Body]),
+    {ok, Resp} = recv_all(S),
+    ?assertMatch(<<"HTTP/1.1 200", _/binary>>, Resp),
+    ?assertNotEqual(nomatch, binary:match(Resp, <<"Hello, World!">>)).
+
+%% RFC 9112 6.1: an HTTP/1.0 request with Transfer-Encoding is served, then
+%% the connection closes, whatever it asked for.
+http10_with_te_closes(Config) ->
+    S = connect(Config),
+    ok = gen_tcp:send(S, <<"POST /sha256 HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+                           "3\r\nabc\r\n0\r\n\r\nGET /hello HTTP/1.0\r\n\r\n">>),
+    {ok, Resp} = recv_all(S),
+    ?assertMatch(<<"HTTP/1.1 200", _/binary>>, Resp),
+    ?assertNotEqual(nomatch, binary:match(Resp, <<"Connection: close">>)),
+    ?assertEqual(nomatch, binary:match(Resp, <<"Hello, World!">>)).
+
+%% access_log => false: no access line; true: one per request.
+access_log_option(_Config) ->
+    ok = logger:add_handler(access_log_probe, ?MODULE, #{config => self(), level => info}),
+    Primary = logger:get_primary_config(),
+    ok = logger:set_primary_config(level, info),
+    try
+        [begin
+             {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0, access_log => Log}),
+             Url = "http://127.0.0.1:" ++ integer_to_list(erlpy_http:port(Srv)) ++ "/hello?probe",
+             ?assertEqual("Hello, World!", curl(Url)),
+             erlpy_http:stop(Srv),
+             Lines = flush_access_lines([]),
+             ?assertEqual(Expected, length(Lines))
+         end || {Log, Expected} <- [{false, 0}, {true, 1}]]
+    after
+        logger:set_primary_config(level, maps:get(level, Primary)),
+        logger:remove_handler(access_log_probe)
+    end.
+
+flush_access_lines(Acc) ->
+    receive
+        {logged, Line} ->
+            case string:find(Line, "/hello?probe") of
+                nomatch -> flush_access_lines(Acc);
+                _ -> flush_access_lines([Line | Acc])
+            end
+    after 200 -> Acc
+    end.

@@ -30,7 +30,9 @@ def _raw(environ, start_response):
         # The environ value named by the query string, e.g. /header?HTTP_X_A
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [environ.get(environ["QUERY_STRING"], "-").encode("latin-1")]
-    if path == "/sha256":
+    if path in ("/sha256", "/late-sha256"):
+        if path == "/late-sha256":  # slow to start reading: /late-sha256?SECONDS
+            time.sleep(float(environ["QUERY_STRING"]))
         inp, h, n = environ["wsgi.input"], hashlib.sha256(), 0
         try:
             while chunk := inp.read(65536):
