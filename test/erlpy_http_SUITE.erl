@@ -411,6 +411,9 @@ connect(Config) ->
     {ok, S} = gen_tcp:connect({127, 0, 0, 1}, ?config(port, Config), [binary, {active, false}]),
     S.
 
+connect_to(Server) ->
+    connect([{port, erlpy_http:port(Server)}]).
+
 recv_all(S) ->
     recv_all(S, <<>>).
 
@@ -548,7 +551,7 @@ trickled_body_min_rate(_Config) ->
     {ok, _} = py:eval(<<"__import__('http_apps').events.clear()">>),
     {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0,
                                     body_timeout => 1000, min_body_rate => 1000}),
-    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, erlpy_http:port(Srv), [binary, {active, false}]),
+    S = connect_to(Srv),
     ok = gen_tcp:send(S, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n">>),
     Trickle = spawn_link(fun Loop() -> _ = gen_tcp:send(S, <<"z">>), timer:sleep(300), Loop() end),
     {ok, Resp} = recv_all(S),
@@ -558,7 +561,7 @@ trickled_body_min_rate(_Config) ->
     {ok, E} = py:eval(<<"__import__('http_apps').events">>),
     ?assert(lists:member({<<"read_error">>, <<"StreamAborted">>}, E)),
     %% A steady client at the same per-piece pace but above the rate passes.
-    {ok, S2} = gen_tcp:connect({127, 0, 0, 1}, erlpy_http:port(Srv), [binary, {active, false}]),
+    S2 = connect_to(Srv),
     ok = gen_tcp:send(S2, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n">>),
     [begin ok = gen_tcp:send(S2, binary:copy(<<"z">>, 1000)), timer:sleep(300) end || _ <- lists:seq(1, 4)],
     ?assertEqual({200, <<"4000 ", (sha_hex(binary:copy(<<"z">>, 4000)))/binary>>},
@@ -608,7 +611,7 @@ strict_headers(Config) ->
 infinite_timeouts(_Config) ->
     {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0, idle_timeout => infinity,
                                     header_timeout => infinity, body_timeout => infinity}),
-    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, erlpy_http:port(Srv), [binary, {active, false}]),
+    S = connect_to(Srv),
     ok = gen_tcp:send(S, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n">>),
     timer:sleep(100),
     ok = gen_tcp:send(S, <<"hello">>),
@@ -620,7 +623,7 @@ infinite_timeouts(_Config) ->
 %% asked for the body yet, however long that takes.
 expect_with_late_reader(_Config) ->
     {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0, body_timeout => 500}),
-    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, erlpy_http:port(Srv), [binary, {active, false}]),
+    S = connect_to(Srv),
     ok = gen_tcp:send(S, <<"POST /late-sha256?1.5 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
                            "Expect: 100-continue\r\n\r\n">>),
     {ok, Continue} = gen_tcp:recv(S, 25, 10000),
