@@ -31,8 +31,9 @@ start(_Sock, none, Received, _Conf) ->
     {ok, Buf} = py_buffer:new(0),
     ok = py_buffer:close(Buf),
     {Buf, none, Received};
-start(Sock, Framing, Received, #{max_unread := MaxUnread} = Conf0) ->
-    Conf = Conf0#{expect => maps:get(expect, Conf0, false) andalso Received =:= <<>>},
+start(Sock, Framing, Received, #{max_unread := MaxUnread, expect := Expect} = Conf) ->
+    %% Body bytes sent with the head: the client did not wait for the 100.
+    Expecting = Expect andalso Received =:= <<>>,
     Conn = self(),
     Length = case Framing of {length, N} -> N; chunked -> undefined end,
     Pump = spawn_link(fun() ->
@@ -40,7 +41,7 @@ start(Sock, Framing, Received, #{max_unread := MaxUnread} = Conf0) ->
                                                           max_unread => MaxUnread,
                                                           keep_consumed => false}),
                               Conn ! {?MODULE, self(), Buf},
-                              run(Sock, Framing, Buf, Received, Conn, Conf)
+                              run(Sock, Framing, Buf, Received, Expecting, Conn, Conf)
                       end),
     receive {?MODULE, Pump, Buf} -> {Buf, Pump, <<>>} end.
 
@@ -92,20 +93,13 @@ drained(Pump, Buf, #{body_timeout := Timeout, max_drain := MaxDrain}) ->
                   when is_integer(Length), Length - Written > MaxDrain ->
                     throw_away(Pump);
                 _ ->
-                    drain(Pump, Buf, Timeout)
-            end
-    end.
-
-drain(Pump, Buf, Timeout) ->
-    receive
-        {?MODULE, Pump, Result} -> outcome(Result)
-    after 0 ->
-            %% The app is done with the body: the pump discards the rest.
-            ok = py_buffer:abort(Buf, response_complete),
-            receive
-                {?MODULE, Pump, Result} -> outcome(Result)
-            after Timeout ->
-                    throw_away(Pump)
+                    %% The app is done with the body: the pump discards the rest.
+                    ok = py_buffer:abort(Buf, response_complete),
+                    receive
+                        {?MODULE, Pump, Result} -> outcome(Result)
+                    after Timeout ->
+                            throw_away(Pump)
+                    end
             end
     end.
 
@@ -118,11 +112,11 @@ outcome({error, _}) -> error.
 
 %% ------------------------------------------------------------------ the pump
 
-run(Sock, Framing, Buf, Received, Conn, #{body_timeout := Timeout} = Conf) ->
+run(Sock, Framing, Buf, Received, Expecting, Conn, #{body_timeout := Timeout} = Conf) ->
     St = #{sock => Sock, buf => Buf, conf => Conf, data => Received, discarding => false,
            discarded => 0, total => 0, received => byte_size(Received), waited => 0,
            min_rate => maps:get(min_body_rate, Conf, 0), timeout => Timeout,
-           expecting => maps:get(expect, Conf)},
+           expecting => Expecting},
     Result = try
                  #{data := Rest} = case Framing of
                                        {length, N} -> copy(N, St);
@@ -160,8 +154,7 @@ copy(N, #{data := Data} = St) ->
 more(#{sock := Sock, data := Data, timeout := Timeout, received := Got, waited := Waited,
        min_rate := Rate, expecting := Expecting} = St) ->
     Wait = if
-               Expecting; Timeout =:= infinity -> Timeout;
-               Rate =:= 0 -> Timeout;
+               Expecting; Timeout =:= infinity; Rate =:= 0 -> Timeout;
                true -> min(Timeout, Timeout + Got * 1000 div Rate - Waited)
            end,
     Wait =:= infinity orelse Wait > 0 orelse throw({body_error, timeout}),
