@@ -95,10 +95,7 @@ static int wait_for(pybuffer_t *self, size_t want, size_t *avail)
     stream_waiter_t w = {-1, NULL, NULL};
     if (self->buf->read_timeout_ms >= 0)
         w.deadline_ms = stream_now_ms() + self->buf->read_timeout_ms;
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = worker_stream_wait(STREAM(self), want, &w, avail);
-    Py_END_ALLOW_THREADS
+    int status = worker_stream_wait(STREAM(self), want, &w, avail); /* without the GIL */
     if (status != STREAM_OK) {
         raise_status(self, status);
         return -1;

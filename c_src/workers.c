@@ -36,6 +36,8 @@ struct job {
     int context;              /* 0 = any worker */
     _Atomic int state;        /* job_state_t; changed under P.lock, read anywhere */
     worker_t *worker;         /* set under P.lock when the job starts */
+    int raised;               /* CallTimeout raised in it, by a read or the
+                               * interrupter: once is enough; guarded by the GIL */
     stream_t *waiting_on;     /* the stream a read of this job sleeps on, or NULL;
                                * guarded by P.lock (cancel wakes it under P.lock,
                                * so it cannot be freed meanwhile) */
@@ -115,6 +117,7 @@ int worker_stream_wait(stream_t *s, size_t want, stream_waiter_t *w, size_t *ava
     job_t *job = tls_job; /* NULL on threads that are not workers */
     w->interrupted = worker_interrupted;
     w->arg = NULL;
+    PyThreadState *ts = PyEval_SaveThread();
     if (job) {
         pthread_mutex_lock(&P.lock);
         job->waiting_on = s;
@@ -127,6 +130,13 @@ int worker_stream_wait(stream_t *s, size_t want, stream_waiter_t *w, size_t *ava
         pthread_mutex_lock(&P.lock);
         job->waiting_on = NULL;
         pthread_mutex_unlock(&P.lock);
+    }
+    PyEval_RestoreThread(ts);
+    if (rc == STREAM_EINTERRUPTED && job && !job->raised) {
+        /* The read raises CallTimeout itself: drop the interrupter's copy,
+         * which would land later, in whatever handles this one. */
+        job->raised = 1;
+        PyThreadState_SetAsyncExc(job->worker->ident, NULL);
     }
     return rc;
 }
@@ -357,6 +367,20 @@ static int spin_for_work(worker_t *w)
     return 1;
 }
 
+/* Wakes one idle worker for the shared queue, unless one spins (it will take
+ * the job).  The woken one is claimed: the next job wakes another. */
+static void wake_idle_locked(void)
+{
+    for (int i = 0; i < P.contexts && !atomic_load(&P.spinners); i++) {
+        worker_t *w = P.workers[i];
+        if (w->idle) {
+            w->idle = 0;
+            pthread_cond_signal(&w->wake);
+            break;
+        }
+    }
+}
+
 /* Waits for the next job of this worker: its own queue first, then the shared
  * one (only while it is one of the contexts in use). */
 static job_t *next_job(worker_t *w, unsigned *generation)
@@ -368,8 +392,13 @@ static job_t *next_job(worker_t *w, unsigned *generation)
     job_t *job;
     for (;;) {
         job = pop(&w->head, &w->tail);
-        if (job)
+        if (job) {
             atomic_fetch_sub(&w->queued, 1);
+            /* Woken (or spinning) for a shared job, this worker takes its own
+             * first: pass the shared one on, or it waits for ever. */
+            if (P.head)
+                wake_idle_locked();
+        }
         if (!job && w->index <= P.contexts && (job = pop(&P.head, &P.tail)))
             atomic_fetch_sub(&P.queued, 1);
         if (job)
@@ -463,8 +492,10 @@ static void interrupt_run(janitor_task_t *task)
 {
     job_t *job = (job_t *)task;
     worker_t *w = job->worker;
-    if (w && w->current == job)
+    if (w && w->current == job && !job->raised) {
+        job->raised = 1;
         PyThreadState_SetAsyncExc(w->ident, PY.call_timeout);
+    }
     enif_release_resource(job);
 }
 
@@ -614,15 +645,7 @@ ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         } else {
             push(&P.head, &P.tail, job);
             atomic_fetch_add(&P.queued, 1);
-            /* A spinning worker will take it; otherwise wake an idle one. */
-            for (int i = 0; i < P.contexts && !atomic_load(&P.spinners); i++) {
-                worker_t *w = P.workers[i];
-                if (w->idle) {
-                    w->idle = 0; /* claimed: the next job goes to another idle one */
-                    pthread_cond_signal(&w->wake);
-                    break;
-                }
-            }
+            wake_idle_locked();
         }
         result = enif_make_tuple2(env, ATOMS.ok, enif_make_resource(env, job));
     }

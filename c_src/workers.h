@@ -52,9 +52,10 @@ ERL_NIF_TERM workers_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
 int workers_job_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags);
 int erlpy_object_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags);
 
-/* stream_wait for Python code (GIL released): on a worker, a cancel of the
- * running job (timeout, dead caller) ends the wait at once with
- * STREAM_EINTERRUPTED.  Sets w->interrupted and w->arg. */
+/* stream_wait for Python code: called with the GIL, waits without it.  On a
+ * worker, a cancel of the running job (timeout, dead caller) ends the wait
+ * at once with STREAM_EINTERRUPTED, and the caller raises CallTimeout (the
+ * only one the job gets).  Sets w->interrupted and w->arg. */
 int worker_stream_wait(stream_t *s, size_t want, stream_waiter_t *w, size_t *avail);
 
 #endif
