@@ -9,7 +9,7 @@ REBAR ?= rebar3
 FUZZ_SECONDS ?= 20
 ERL_PATH := -pa _build/default/lib/erlpy/ebin
 
-.PHONY: all setup build run demo test test-c test-ct dialyzer bench bench-call bench-buffer bench-wsgi clean
+.PHONY: all setup build run demo test test-c test-ct test-asan dialyzer bench bench-call bench-buffer bench-wsgi clean
 
 all: build
 
@@ -26,7 +26,7 @@ run: build
 demo: build
 	@escript examples/demo.escript
 
-test: build test-c test-ct dialyzer
+test: build test-c test-ct test-asan dialyzer
 	@echo "make test: all suites passed"
 
 test-c:
@@ -34,6 +34,10 @@ test-c:
 
 test-ct: build
 	$(REBAR) ct --readable true
+
+# The Erlang suites again, the NIF built with ASan+UBSan (scripts/test-asan).
+test-asan: build
+	@scripts/test-asan
 
 dialyzer: build
 	$(REBAR) dialyzer
