@@ -10,7 +10,7 @@ all() ->
     [killed_buffer_readers_do_not_wedge_the_node, killed_caller_queued_job_never_runs,
      killed_caller_cpu_loop_frees_worker, killed_wsgi_caller_frees_worker,
      timeout_after_caller_death_is_harmless,
-     stuck_del_does_not_stop_timeouts_or_freeing].
+     stuck_del_does_not_stop_timeouts_or_freeing, stuck_reapers_are_capped_and_exit].
 
 init_per_suite(Config) ->
     erlpy_test:start(Config).
@@ -33,12 +33,15 @@ killed_buffer_readers_do_not_wedge_the_node(_) ->
     ?assert(N >= 8),
     Bufs = [begin {ok, B} = py_buffer:new(), B end || _ <- lists:seq(1, N + 2)],
     Self = self(),
-    Callers = [spawn(fun() -> py:call(cancel_helpers, read_all, [B, I, Self], #{}, #{timeout => infinity}) end)
+    Callers = [{I, spawn(fun() -> py:call(cancel_helpers, read_all, [B, I, Self], #{}, #{timeout => infinity}) end)}
                || {I, B} <- lists:zip(lists:seq(1, N + 2), Bufs)],
     %% Every worker is reading (no worker is free to ask Python anything).
     Reading = [receive {reading, I} -> I end || _ <- lists:seq(1, N)],
     wait_until(fun() -> queued() =:= 2 end),
-    [exit(P, kill) || P <- Callers],
+    %% The queued two first (a freed worker would take them), then the readers.
+    [exit(P, kill) || {I, P} <- Callers, not lists:member(I, Reading)],
+    wait_until(fun() -> queued() =:= 0 end),
+    [exit(P, kill) || {I, P} <- Callers, lists:member(I, Reading)],
     %% Every read is woken (nothing is ever written or closed), the queued
     %% two never start, and the node answers again.
     ?assertEqual({ok, 3}, py:call(any, operator, add, [1, 2], #{}, #{timeout => 30000})),
@@ -111,6 +114,7 @@ timeout_after_caller_death_is_harmless(_) ->
 %% wedged the janitor: call timeouts stopped interrupting Python and later
 %% dropped handles were never freed.
 stuck_del_does_not_stop_timeouts_or_freeing(_) ->
+    Threads0 = threads(),
     drop(fun() -> {ok, _} = py:call(cancel_helpers, make_stuck, []) end),
     wait_until(fun() -> length(seen(del_started)) =:= 1 end),
     try
@@ -126,9 +130,37 @@ stuck_del_does_not_stop_timeouts_or_freeing(_) ->
     after
         {ok, true} = py:call(cancel_helpers, unstick, [])
     end,
-    wait_until(fun() -> length(seen(del_returned)) =:= 1 end).
+    wait_until(fun() -> length(seen(del_returned)) =:= 1 end),
+    %% The replaced reaper has exited.
+    wait_until(fun() -> threads() =:= Threads0 end, 30000).
+
+%% Each stuck destructor costs one thread, up to 8 of them; the ninth keeps
+%% the queue (no more threads), and every stuck thread exits once its
+%% __del__ returns.
+stuck_reapers_are_capped_and_exit(_) ->
+    Threads0 = threads(),
+    drop(fun() -> [{ok, _} = py:call(cancel_helpers, make_stuck, []) || _ <- lists:seq(1, 10)] end),
+    try
+        wait_until(fun() -> length(seen(del_started)) =:= 9 end, 60000),
+        ?assertEqual(Threads0 + 8, threads()),
+        %% The tenth waits behind the ninth: no matter how long, no more threads.
+        timer:sleep(3000),
+        ?assertEqual(9, length(seen(del_started))),
+        ?assertEqual(Threads0 + 8, threads())
+    after
+        {ok, true} = py:call(cancel_helpers, unstick, [])
+    end,
+    wait_until(fun() -> length(seen(del_returned)) =:= 10 end, 30000),
+    wait_until(fun() -> threads() =:= Threads0 end, 30000).
 
 %% ------------------------------------------------------------------ helpers
+
+%% OS threads of this VM.
+threads() ->
+    {ok, Status} = file:read_file("/proc/self/status"),
+    [_, Rest] = binary:split(Status, <<"Threads:">>),
+    [N | _] = string:lexemes(Rest, " \t\n"),
+    binary_to_integer(N).
 
 %% Runs F in a process that then exits, so that the handles it made are
 %% garbage and their Python objects are released.
