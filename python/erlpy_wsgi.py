@@ -8,6 +8,8 @@ the app runs; the response goes back to the Erlang process as messages:
                                                     (b'' for an empty body)
     (wsgi_body, Rid, Bytes)                         each later non-empty chunk
     (wsgi_log, Rid, Text)                           what the app writes to wsgi.errors
+    (wsgi_blocking, Rid)                            before the first write() call: from
+                                                    now on this thread may wait for Erlang
 
 A response is advanced in steps, each a job on the worker thread that called
 the app (thread-affine libraries such as sqlite3 refuse other threads): run()
@@ -39,6 +41,7 @@ CHUNK_COST = 2048  # a message costs memory too: tiny chunks count as this much
 HEADERS = erlang.Atom("wsgi_headers")
 BODY = erlang.Atom("wsgi_body")
 LOG = erlang.Atom("wsgi_log")
+BLOCKING = erlang.Atom("wsgi_blocking")
 OK = erlang.Atom("ok")
 MORE = erlang.Atom("more")
 ORPHAN = erlang.Atom("erlpy_wsgi_orphan")
@@ -114,6 +117,7 @@ class Response:
         self.sent = False
         self.in_flight = collections.deque()
         self.in_flight_bytes = 0
+        self.blocking = False
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info:
@@ -147,6 +151,10 @@ class Response:
 
     def write(self, data):
         """The write() callable: waits while more than WINDOW bytes are in flight."""
+        if not self.blocking:
+            # Erlang must now deliver without waiting for this job to end.
+            erlang.send(self.conn, (BLOCKING, self.rid))
+            self.blocking = True
         self.send(data)
         while self.in_flight_bytes > WINDOW:
             self.acks.read(1)  # blocks, GIL released; raises if the client left

@@ -172,6 +172,14 @@ small_body(chunked, Max) -> Max > 0;
 small_body({length, N}, Max) -> N =< Max;
 small_body(none, _Max) -> false.
 
+%% Bytes wait in the driver: the kernel's send buffer is full, and a send
+%% may wait for the client to read.
+backlogged(Sock) ->
+    case inet:getstat(Sock, [send_pend]) of
+        {ok, [{send_pend, N}]} -> N > 0;
+        _ -> false
+    end.
+
 %% The body failed before the app started: the app need not see it.
 body_failed(#{socket := Sock} = S, Reason) ->
     case body_error_status(Reason) of
@@ -202,7 +210,7 @@ run(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Start, Method, Pa
                    #{}
            end,
     {Result, R} = py_wsgi:run(maps:get(app, Conf), Environ, Input, {fun respond/2, R0},
-                              Gate#{notify_read => Expect}),
+                              Gate#{notify_read => Expect, would_block => fun() -> backlogged(Sock) end}),
     R2 = finish(Result, R, Pump),
     maps:get(access_log, Conf) andalso
         ?LOG_INFO("~s ~s ~s ~b ~b ~bus",

@@ -45,7 +45,8 @@
                 | {error, client_closed}
                 | {error, {app_error, py:error()}, HeadersSent :: boolean()}.
 -type options() :: #{context => py:target(), on_log => fun((binary()) -> any()),
-                     notify_read => boolean(), acquire => acquire(), release => fun(() -> any())}.
+                     notify_read => boolean(), acquire => acquire(), release => fun(() -> any()),
+                     would_block => fun(() -> boolean())}.
 -type acquire() :: fun((first | next) -> ok | busy).
 -export_type([app/0, handler/0, handler_fun/0, event/0, result/0, options/0, acquire/0]).
 
@@ -60,7 +61,10 @@
 %% takes: `acquire' is called before each job (`first' before the app is
 %% called, which may answer `busy': then the app is not run and the result
 %% is `{error, busy}'; `next' before each later step, which must wait and
-%% answer `ok'), `release' once after each job.  Returns the result and the
+%% answer `ok'), `release' once after each job.  `would_block' (default:
+%% never) tells whether handing the next chunk to the handler may wait long
+%% (the client is not reading): then the job's end is awaited first, so its
+%% worker is released before that wait.  Returns the result and the
 %% handler's final state.
 -spec run(app(), map(), py_buffer:buffer(), handler(), options()) -> {result(), term()}.
 run(App, Environ, Input, {Handler, HState}, Opts) when is_function(Handler, 2), is_map(Environ) ->
@@ -79,7 +83,9 @@ run(App, Environ, Input, {Handler, HState}, Opts) when is_function(Handler, 2), 
             end,
             Log = maps:get(on_log, Opts, fun(Text) -> logger:warning("wsgi.errors: ~ts", [Text]) end),
             S = #{rid => Rid, acks => Acks, input => Input, handler => Handler, hstate => HState,
-                  log => Log, sent => false, gone => false, acquire => Acquire, release => Release},
+                  log => Log, sent => false, gone => false, acquire => Acquire, release => Release,
+                  would_block => maps:get(would_block, Opts, fun() -> false end),
+                  blocking => false, reply => none},
             try
                 job(S, maps:get(context, Opts, any), run, Args)
             after
@@ -159,7 +165,9 @@ percent_decode(<<C, Rest/binary>>, Acc) ->
 percent_decode(<<>>, Acc) ->
     Acc.
 
-loop(#{ref := Ref, rid := Rid} = S) ->
+%% The messages of the running job, then its reply.  A reply taken early
+%% (see hold/1) is acted on once the job's messages before it are handled.
+loop(#{ref := Ref, rid := Rid, reply := Early} = S) ->
     receive
         {wsgi_headers, Rid, Status, Headers, <<>>} ->
             loop(deliver(S#{sent := true}, {headers, Status, Headers}));
@@ -167,15 +175,48 @@ loop(#{ref := Ref, rid := Rid} = S) ->
             loop(body(deliver(S#{sent := true}, {headers, Status, Headers}), First));
         {wsgi_body, Rid, Chunk} ->
             loop(body(S, Chunk));
+        {wsgi_blocking, Rid} ->
+            loop(S#{blocking := true});
         {wsgi_log, Rid, Text} ->
             (maps:get(log, S))(Text),
             loop(S);
         {py_buffer_reading, Rid} ->
             loop(deliver(S, read_started));
-        {Ref, Reply} ->
-            erase(?MODULE),
-            (maps:get(release, S))(),
+        {Ref, Reply} when Early =:= none ->
+            next(replied(S, Reply), Reply)
+    after case Early of none -> infinity; _ -> 0 end ->
+            {reply, Reply} = Early,
             next(S, Reply)
+    end.
+
+replied(#{release := Release} = S, Reply) ->
+    erase(?MODULE),
+    Release(),
+    S#{reply := {reply, Reply}}.
+
+%% A body chunk is acknowledged once delivered: the app counts what is in
+%% flight.  Before a delivery that may wait long for the client, the job's
+%% reply is awaited (the job sends no more than the window, without
+%% waiting), so its worker is given back first.
+body(S, Chunk) ->
+    S2 = deliver(hold(S), {body, Chunk}),
+    _ = py_buffer:write(maps:get(acks, S2), <<1>>),
+    S2.
+
+hold(#{reply := none, blocking := false, gone := false, would_block := WouldBlock} = S) ->
+    case WouldBlock() of
+        true -> await_reply(S);
+        false -> S
+    end;
+hold(S) ->
+    S.
+
+%% Unless the app turns to write(), which waits for deliveries.
+await_reply(#{ref := Ref, rid := Rid} = S) ->
+    receive
+        {Ref, Reply} -> replied(S, Reply);
+        {wsgi_blocking, Rid} -> S#{blocking := true};
+        {py_buffer_reading, Rid} -> await_reply(deliver(S, read_started))
     end.
 
 %% Every chunk of the window has been handed to the handler: the next
@@ -183,15 +224,9 @@ loop(#{ref := Ref, rid := Rid} = S) ->
 next(#{acquire := Acquire} = S, {ok, {more, Token, Ctx}}) ->
     ok = Acquire(next),
     Function = case S of #{gone := true} -> close; _ -> step end,
-    job(S, py:context(Ctx), Function, [Token]);
+    job(S#{reply := none}, py:context(Ctx), Function, [Token]);
 next(S, Reply) ->
     {finish(S, Reply), maps:get(hstate, S)}.
-
-%% A body chunk is acknowledged once delivered: the app counts what is in flight.
-body(S, Chunk) ->
-    S2 = deliver(S, {body, Chunk}),
-    _ = py_buffer:write(maps:get(acks, S2), <<1>>),
-    S2.
 
 %% Once the client is gone, nothing more is delivered; the app is told by
 %% aborting its input and the acknowledgement stream.
