@@ -43,6 +43,7 @@
 -type handler() :: {handler_fun(), State :: term()}.
 -type result() :: ok
                 | {error, client_closed}
+                | {error, busy}
                 | {error, {app_error, py:error()}, HeadersSent :: boolean()}.
 -type options() :: #{context => py:target(), on_log => fun((binary()) -> any()),
                      notify_read => boolean(), acquire => acquire(), release => fun(() -> any()),
