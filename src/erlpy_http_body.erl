@@ -10,7 +10,7 @@
 %% request, which the connection parses next.
 %%
 %% A small body (`buffer_body': a Content-Length up to it, or a chunked body
-%% that ends within it) is read whole before the app starts (`buffered/2'),
+%% that ends within it) is read whole before the app starts (`buffered/1'),
 %% so a client trickling it holds two processes, not a Python worker.
 -module(erlpy_http_body).
 

@@ -12,7 +12,10 @@
 
 -export([new/2, acquire/2, release/1]).
 
--record(slots, {taken :: atomics:atomics_ref(),
+-define(TAKEN, 1).
+-define(WAITING, 2). %% ets:info(Tab, size) costs tens of microseconds
+
+-record(slots, {counts :: atomics:atomics_ref(), %% ?TAKEN, ?WAITING
                 max :: pos_integer() | infinity,
                 waiting :: ets:tid(),
                 max_waiting :: non_neg_integer()}).
@@ -24,7 +27,7 @@
 -spec new(pos_integer() | infinity, non_neg_integer()) -> slots().
 new(Max, MaxWaiting) when (is_integer(Max) andalso Max > 0 orelse Max =:= infinity),
                           is_integer(MaxWaiting), MaxWaiting >= 0 ->
-    #slots{taken = atomics:new(1, [{signed, true}]), max = Max, max_waiting = MaxWaiting,
+    #slots{counts = atomics:new(2, [{signed, true}]), max = Max, max_waiting = MaxWaiting,
            waiting = ets:new(?MODULE, [ordered_set, public, {write_concurrency, true}])}.
 
 %% @doc Takes a worker, waiting for one if need be.  `first' (a new request)
@@ -33,9 +36,9 @@ new(Max, MaxWaiting) when (is_integer(Max) andalso Max > 0 orelse Max =:= infini
 -spec acquire(slots(), first | next) -> ok | busy.
 acquire(#slots{max = infinity}, _Kind) ->
     ok;
-acquire(#slots{waiting = Tab, max_waiting = MaxWaiting} = S, Kind) ->
+acquire(#slots{counts = Counts, max_waiting = MaxWaiting} = S, Kind) ->
     try take(S) orelse
-            case Kind =:= first andalso ets:info(Tab, size) >= MaxWaiting of
+            case Kind =:= first andalso atomics:get(Counts, ?WAITING) >= MaxWaiting of
                 true -> busy;
                 false -> wait(S)
             end
@@ -50,24 +53,25 @@ acquire(#slots{waiting = Tab, max_waiting = MaxWaiting} = S, Kind) ->
 -spec release(slots()) -> ok.
 release(#slots{max = infinity}) ->
     ok;
-release(#slots{taken = Taken} = S) ->
-    atomics:sub(Taken, 1, 1),
+release(#slots{counts = Counts} = S) ->
+    atomics:sub(Counts, ?TAKEN, 1),
     try hand_over(S) catch error:badarg -> ok end.
 
 %% One more worker taken, if fewer than max are.
-take(#slots{taken = Taken, max = Max} = S) ->
-    case atomics:get(Taken, 1) of
+take(#slots{counts = Counts, max = Max} = S) ->
+    case atomics:get(Counts, ?TAKEN) of
         N when N >= Max -> false;
-        N -> atomics:compare_exchange(Taken, 1, N, N + 1) =:= ok orelse take(S)
+        N -> atomics:compare_exchange(Counts, ?TAKEN, N, N + 1) =:= ok orelse take(S)
     end.
 
-wait(#slots{waiting = Tab} = S) ->
+wait(#slots{waiting = Tab, counts = Counts} = S) ->
     Key = erlang:unique_integer([monotonic]),
+    atomics:add(Counts, ?WAITING, 1),
     true = ets:insert(Tab, {Key, self()}),
     case take(S) of
         true ->
             case ets:take(Tab, Key) of
-                [_] -> ok;
+                [_] -> atomics:sub(Counts, ?WAITING, 1), ok;
                 %% A release handed us one as well: give that one back.
                 [] -> receive {?MODULE, Key} -> release(S) end
             end;
@@ -76,7 +80,7 @@ wait(#slots{waiting = Tab} = S) ->
     end.
 
 %% A worker was freed: the oldest waiter gets it, if nobody took it first.
-hand_over(#slots{waiting = Tab} = S) ->
+hand_over(#slots{waiting = Tab, counts = Counts} = S) ->
     case ets:first(Tab) of
         '$end_of_table' ->
             ok;
@@ -87,6 +91,7 @@ hand_over(#slots{waiting = Tab} = S) ->
                 true ->
                     case ets:take(Tab, Key) of
                         [{Key, Pid}] ->
+                            atomics:sub(Counts, ?WAITING, 1),
                             case is_process_alive(Pid) of
                                 true -> Pid ! {?MODULE, Key}, ok;
                                 false -> release(S)
