@@ -15,7 +15,7 @@ all() ->
      slow_small_body_is_served, chunked_small_and_big, chunked_small_too_large,
      expect_small_body_answered_at_once,
      sqlite_while_iterating, close_once_normal_end, close_once_client_gone,
-     close_once_app_exception, close_once_server_stop, worker_cap_and_503].
+     close_once_app_exception, close_once_server_stop, worker_cap_and_503, slots_gate].
 
 init_per_suite(Config) ->
     erlpy_test:start(Config).
@@ -277,6 +277,37 @@ worker_cap_and_503(_Config) ->
      || K <- ["a", "b", "c"]],
     ?assertEqual({200, <<"Hello, World!">>}, get(Port, "/hello")),
     erlpy_http:stop(Srv).
+
+%% The gate alone: waiters served oldest first, `busy' past max_waiting
+%% for a new request (never for a request's next job), and a worker held by
+%% a process killed outright comes back.
+slots_gate(_Config) ->
+    Slots = erlpy_http_slots:new(1, 1),
+    ok = erlpy_http_slots:acquire(Slots, first),
+    Self = self(),
+    Waiter = fun(Tag, Kind) ->
+                     spawn_link(fun() ->
+                                        Self ! {Tag, erlpy_http_slots:acquire(Slots, Kind)},
+                                        receive release -> ok = erlpy_http_slots:release(Slots) end,
+                                        Self ! {Tag, released}
+                                end)
+             end,
+    A = Waiter(a, first),
+    timer:sleep(100), %% let A queue
+    ?assertEqual(busy, erlpy_http_slots:acquire(Slots, first)),
+    B = Waiter(b, next), %% waits even though the queue is full
+    timer:sleep(100),
+    ok = erlpy_http_slots:release(Slots),
+    receive {a, ok} -> ok after 5000 -> ct:fail(a_not_served) end,
+    receive {b, _} -> ct:fail(b_before_a_released) after 100 -> ok end,
+    A ! release,
+    receive {a, released} -> ok after 5000 -> ct:fail(a_not_released) end,
+    receive {b, ok} -> ok after 5000 -> ct:fail(b_not_served) end,
+    %% B is killed holding the worker: the next acquire gets it back.
+    unlink(B),
+    exit(B, kill),
+    ?assertEqual(ok, erlpy_http_slots:acquire(Slots, first)),
+    ok = erlpy_http_slots:release(Slots).
 
 %% ------------------------------------------------------------------ helpers
 
