@@ -31,6 +31,17 @@ end_per_suite(Config) ->
     erlpy_http:stop(?config(server, Config)),
     erlpy_test:stop(Config).
 
+%% The Flask tests need Flask in the embedded Python (Debian's has it, the
+%% pyenv builds do not): skipped by name where it is missing.
+init_per_testcase(Case, Config) ->
+    case atom_to_list(Case) of
+        "flask_" ++ _ -> erlpy_test:need_python_module(flask, Config);
+        _ -> Config
+    end.
+
+end_per_testcase(_Case, _Config) ->
+    ok.
+
 url(Config, Path) ->
     "http://127.0.0.1:" ++ integer_to_list(?config(port, Config)) ++ Path.
 
