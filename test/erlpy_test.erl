@@ -40,12 +40,15 @@ rss() ->
 %% the module and the Python: for init_per_testcase of a test that needs a
 %% package some Pythons lack (Flask, hypothesis).
 need_python_module(Module, Config) ->
-    case py:call(importlib, import_module, [atom_to_binary(Module)]) of
+    case py:call(importlib, import_module, [Module]) of
         {ok, _} ->
             Config;
-        {error, {python, Type, Msg, _}} ->
-            {skip, lists:flatten(io_lib:format("~s not importable on Python ~s (~s: ~s)",
-                                               [Module, python_version(), Type, Msg]))}
+        {error, {python, <<"ModuleNotFoundError">>, _, _}} ->
+            {skip, lists:flatten(io_lib:format("~s not importable on Python ~s",
+                                               [Module, python_version()]))};
+        Other ->
+            %% Present but broken is a failure, not a skip.
+            ct:fail({cannot_import, Module, Other})
     end.
 
 %% "3.13.0": the embedded Python's version.
