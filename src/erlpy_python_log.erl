@@ -7,9 +7,12 @@
 %% come only from the fixed tables below, never from the data.  When records
 %% arrive faster than the logger takes them (more than ?MAX_QUEUE waiting),
 %% they are dropped and counted, and the count is logged once the queue is
-%% short again.
+%% short again.  Events carry `domain => [python]'; the primary level (or
+%% `logger:set_module_level(erlpy_python_log, Level)') filters them.
 -module(erlpy_python_log).
 -behaviour(gen_server).
+
+-include_lib("kernel/include/logger.hrl").
 
 -export([start_link/0, install/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
@@ -61,7 +64,9 @@ handle_info({?MODULE, LevelNo, Text, Meta}, Dropped)
             {noreply, Dropped + 1};
         _ ->
             report_dropped(Dropped),
-            logger:log(level(LevelNo), "~ts", [Text], metadata(Meta)),
+            %% The macro, so that logger:set_module_level(erlpy_python_log, L)
+            %% lets Python's records through without lowering the primary level.
+            ?LOG(level(LevelNo), "~ts", [Text], metadata(Meta)),
             {noreply, 0}
     end;
 handle_info(_Other, Dropped) ->
