@@ -7,7 +7,7 @@
 -compile([export_all, nowarn_export_all]).
 
 all() ->
-    [runs_the_python_built_for, public_c_api_only].
+    [runs_the_python_built_for, public_c_api_only, stubs_match_the_module].
 
 init_per_suite(Config) ->
     erlpy_test:start(Config).
@@ -46,3 +46,10 @@ match_all(Src, Re) ->
         {match, Ms} -> Ms;
         nomatch -> []
     end.
+
+%% python/erlang.pyi names what the real module has, no more, no less, with
+%% the same parameters (test/python/stub_check.py).
+stubs_match_the_module(_) ->
+    {ok, Path} = py:call(stub_check, stub_path, []),
+    ?assert(filelib:is_regular(Path)),
+    ?assertEqual({ok, []}, py:call(stub_check, check, [])).
