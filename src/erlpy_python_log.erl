@@ -39,11 +39,21 @@ install() ->
 -spec init([]) -> {ok, non_neg_integer()}.
 init([]) ->
     process_flag(trap_exit, true),
-    case set_receiver(self(), ?CALL_TIMEOUT) of
-        ok -> ok;
-        {error, Reason} -> logger:warning("Python logging not forwarded: ~tp", [Reason])
-    end,
+    register_receiver(),
     {ok, 0}.
+
+%% Tells Python where to send.  Workers all busy (after a restart) is worth
+%% another try; anything else (python/ missing) is said once.
+register_receiver() ->
+    case set_receiver(self(), ?CALL_TIMEOUT) of
+        ok ->
+            ok;
+        {error, timeout} ->
+            _ = erlang:send_after(1000, self(), register),
+            ok;
+        {error, Reason} ->
+            logger:warning("Python logging not forwarded: ~tp", [Reason])
+    end.
 
 %% @private
 -spec handle_call(term(), gen_server:from(), non_neg_integer()) -> {reply, {error, badarg}, non_neg_integer()}.
@@ -69,6 +79,9 @@ handle_info({?MODULE, LevelNo, Text, Meta}, Dropped)
             ?LOG(level(LevelNo), "~ts", [Text], metadata(Meta)),
             {noreply, 0}
     end;
+handle_info(register, Dropped) ->
+    register_receiver(),
+    {noreply, Dropped};
 handle_info(_Other, Dropped) ->
     {noreply, Dropped}.
 
