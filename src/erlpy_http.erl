@@ -88,8 +88,7 @@ config(_) ->
 init(#{port := Port, ip := Ip, acceptors := N, body_timeout := SendTimeout} = Config) ->
     process_flag(trap_exit, true),
     %% Python's logging to the Erlang logger (docs/wsgi.md), unless refused.
-    _ = maps:get(python_logging, Config, true) andalso erlpy_python_log:install() =/= ok
-        andalso logger:warning("erlpy_http: Python logging not forwarded"),
+    _ = maps:get(python_logging, Config, true) andalso erlpy_python_log:install(),
     %% Accepted sockets inherit these.  `buffer' is the most one receive
     %% returns (the driver hands over exactly what arrived): 64 KiB pieces
     %% of a large body, not its default of one segment.

@@ -27,12 +27,16 @@ start_link() ->
 
 %% @doc Makes `erlpy_logging.Handler' Python's last-resort handler (once per
 %% interpreter): records no handler of the app's own takes reach the Erlang
-%% logger.  `erlpy_http' calls it for the apps it serves.
+%% logger.  `erlpy_http' calls it for the apps it serves.  A failure is
+%% logged as well as returned.
 -spec install() -> ok | {error, term()}.
 install() ->
     case py:call(any, erlpy_logging, install, [], #{}, #{timeout => ?CALL_TIMEOUT}) of
-        {ok, _Handler} -> ok;
-        {error, _} = Error -> Error
+        {ok, _Handler} ->
+            ok;
+        {error, Reason} = Error ->
+            logger:warning("Python logging not forwarded: ~tp", [Reason]),
+            Error
     end.
 
 %% @private
