@@ -407,6 +407,8 @@ graceful_stop(_Config) ->
     spawn_link(fun() -> Self ! {slow, os:cmd("curl -s --max-time 20 http://127.0.0.1:" ++ integer_to_list(P) ++ "/slow")} end),
     {ok, Idle} = gen_tcp:connect({127, 0, 0, 1}, P, [binary, {active, false}]),
     erlpy_test:wait_until(fun() -> erlpy_http:connections(Srv) =:= 2 end),
+    %% The request is in the app (not still on its way): it is in flight.
+    erlpy_test:wait_until(fun() -> py:eval(<<"'slow' in __import__('http_apps')._gates">>) =:= {ok, true} end),
     spawn_link(fun() -> Self ! {stopped, erlpy_http:stop(Srv)} end),
     %% The idle keep-alive connection is closed; new ones are refused.
     ?assertEqual({error, closed}, gen_tcp:recv(Idle, 0, 5000)),
