@@ -55,7 +55,10 @@ acquire(#slots{counts = Counts, holders = Holders, max_waiting = MaxWaiting} = S
             _ -> true = ets:insert(Holders, {self()}), ok
         end
     catch
-        error:badarg -> busy %% the server is gone
+        %% The server is gone (its tables with it): no new requests, and
+        %% nothing left to cap for those in progress.
+        error:badarg when Kind =:= first -> busy;
+        error:badarg -> ok
     end.
 
 %% @doc Gives the calling process's worker back (to the oldest waiter, if any).
