@@ -14,7 +14,7 @@ all() ->
      slow_clients_leave_server_answering, trickled_small_body_gets_408_without_app,
      slow_small_body_is_served, chunked_small_and_big, chunked_small_too_large,
      expect_small_body_answered_at_once,
-     sqlite_while_iterating, close_once_normal_end, close_once_client_gone,
+     sqlite_while_iterating, streamed_as_produced, write_to_slow_reader, close_once_normal_end, close_once_client_gone,
      close_once_app_exception, close_once_server_stop, worker_cap_and_503, slots_gate].
 
 init_per_suite(Config) ->
@@ -198,6 +198,31 @@ sqlite_while_iterating(_Config) ->
     {ok, true} = py:eval(<<"all(__import__('slow_apps').same_thread('sq%d' % i) for i in range(1, 9))">>),
     erlpy_http:stop(Srv).
 
+%% A body item reaches the client as soon as it is produced, not when the
+%% window fills or the body ends.
+streamed_as_produced(_Config) ->
+    {ok, Srv} = erlpy_http:start(#{app => <<"slow_apps:app">>, port => 0}),
+    S = connect(erlpy_http:port(Srv)),
+    ok = gen_tcp:send(S, <<"GET /drip?key=drip HTTP/1.1\r\nHost: x\r\n\r\n">>),
+    {ok, Head} = recv_until(S, <<"\r\n1\r\na\r\n">>, <<>>),
+    ?assertMatch(<<"HTTP/1.1 200", _/binary>>, Head),
+    {ok, true} = py:eval(<<"__import__('slow_apps').gate('drip').set() or True">>),
+    {ok, _} = recv_until(S, <<"1\r\nb\r\n0\r\n\r\n">>, <<>>),
+    gen_tcp:close(S),
+    erlpy_http:stop(Srv).
+
+%% The write() callable waits for deliveries: a client that lets its socket
+%% fill before reading gets all of it (the server must not wait for the
+%% job's end before delivering, as it does for an iterated body).
+write_to_slow_reader(_Config) ->
+    {ok, Srv} = erlpy_http:start(#{app => <<"slow_apps:app">>, port => 0}),
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, erlpy_http:port(Srv), [binary, {active, false}, {recbuf, 4096}]),
+    ok = gen_tcp:send(S, <<"GET /write-big?n=64 HTTP/1.1\r\nHost: x\r\n\r\n">>),
+    timer:sleep(500), %% the socket fills up
+    ?assertEqual({200, binary:copy(<<"w">>, 64 * 65536)}, response(S)),
+    gen_tcp:close(S),
+    erlpy_http:stop(Srv).
+
 %% 40 chunks of 64 KiB, read to the end: close() once, on the thread that
 %% started the response.
 close_once_normal_end(_Config) ->
@@ -359,6 +384,17 @@ chunks(S, Acc) ->
 
 recv_n(_S, 0) -> <<>>;
 recv_n(S, N) -> {ok, D} = gen_tcp:recv(S, N, 30000), D.
+
+recv_until(S, Tail, Acc) ->
+    case binary:match(Acc, Tail) of
+        nomatch ->
+            case gen_tcp:recv(S, 0, 30000) of
+                {ok, Data} -> recv_until(S, Tail, <<Acc/binary, Data/binary>>);
+                Error -> {Error, Acc}
+            end;
+        _ ->
+            {ok, Acc}
+    end.
 
 recv_all(S) ->
     recv_all(S, <<>>).

@@ -67,6 +67,21 @@ def app(environ, start_response):
         return Body(q.get("key", "endless"), 65536, 65536)
     if path == "/sqlite":
         return sqlite_app(environ, start_response, q)
+    if path == "/drip":
+        # One byte, then the next once the suite opens the gate `key`.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        def drip():
+            yield b"a"
+            gate(q["key"]).wait(60)
+            yield b"b"
+        return drip()
+    if path == "/write-big":
+        # n chunks of 64 KiB through the write() callable, which waits for
+        # the client while more than the window is in flight.
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        for _ in range(int(q["n"])):
+            write(b"w" * 65536)
+        return []
     if path == "/block":
         events.append(("blocked", q["key"], threading.get_ident()))
         gate(q["key"]).wait(60)
