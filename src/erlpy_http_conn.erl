@@ -53,13 +53,17 @@ request(#{socket := Sock, conf := #{header_timeout := HT}} = S) ->
     case request_line(S, Deadline) of
         {ok, {Method, Target, Version}, Headers, S2} -> dispatch(S2, Method, Target, Version, Headers);
         {error, Status, Why} -> fail(S, Status, Why);
+        {error, Status, Why, Method} -> fail(S, Status, Why, Method);
         closed -> gen_tcp:close(Sock)
     end.
 
 request_line(#{received := Bytes} = S, Deadline) ->
     case erlang:decode_packet(http_bin, Bytes, [{packet_size, line_limit(S)}]) of
         {ok, {http_request, Method, Target, Version}, Rest} ->
-            headers(S#{received := Rest}, Deadline, {method(Method), Target, Version}, [], 0, 0);
+            case headers(S#{received := Rest}, Deadline, {method(Method), Target, Version}, [], 0, 0) of
+                {error, Status, Why} -> {error, Status, Why, method(Method)};
+                Result -> Result
+            end;
         {ok, {http_error, Blank}, Rest} when Blank =:= <<"\r\n">>; Blank =:= <<"\n">> ->
             %% RFC 9112 2.2: empty lines before a request line are ignored.
             request_line(S#{received := Rest}, Deadline);
@@ -307,7 +311,8 @@ finish({error, {app_error, Reason}, Sent}, #{sock := Sock} = R, Pump) ->
                               timeout -> {408, <<"request body timeout">>};
                               _ -> {500, <<"internal server error">>}
                           end,
-            _ = gen_tcp:send(Sock, simple_response(Code, Why, close)),
+            Method = case map_get(head, R) of true -> <<"HEAD">>; false -> none end,
+            _ = gen_tcp:send(Sock, simple_response(Code, Why, close, Method)),
             R#{keep_alive := false, status := Code}
     end.
 

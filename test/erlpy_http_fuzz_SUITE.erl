@@ -1,0 +1,461 @@
+%% Property-based fuzz of the HTTP/1.1 front door (PropEr): random request
+%% heads (methods, targets, versions, header names and values of arbitrary
+%% bytes, duplicated and conflicting framing fields, obs-fold, bare LF) and
+%% chunked bodies (sizes right and wrong, extensions, trailers, truncation)
+%% go to a real server over TCP.  Whatever is sent, no connection process
+%% may crash, and the client gets well-formed HTTP/1.1 responses (status
+%% line, fields, a body framed as the fields say) or a clean close.
+-module(erlpy_http_fuzz_SUITE).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+-include_lib("proper/include/proper.hrl").
+-compile([export_all, nowarn_export_all]).
+
+%% Runs of each property: together well under a minute.
+-define(HEAD_RUNS, 3000).
+-define(CHUNKED_RUNS, 2000).
+
+all() ->
+    [non_utf8_framing_header_crashed_conn, request_heads, chunked_bodies].
+
+init_per_suite(Config) ->
+    Config2 = erlpy_test:start(Config),
+    %% Failed bodies are the point here: not a warning each.
+    ok = logger:set_module_level(erlpy_http_conn, error),
+    %% Short timeouts: a request the fuzzer cut short ends quickly.
+    {ok, Server} = erlpy_http:start(#{app => <<"fuzz_apps:app">>, port => 0, header_timeout => 2000,
+                                      body_timeout => 2000, idle_timeout => 2000,
+                                      max_body => 4096, access_log => false}),
+    %% The crashes seen, in a table that outlives this process.
+    Owner = spawn(fun() -> receive stop -> ok end end),
+    Crashes = ets:new(fuzz_crashes, [public, bag, {heir, Owner, none}]),
+    true = ets:give_away(Crashes, Owner, none),
+    ok = logger:add_handler(fuzz_crashes, ?MODULE, #{config => Crashes}),
+    [{server, Server}, {port, erlpy_http:port(Server)}, {crashes, Crashes}, {owner, Owner} | Config2].
+
+end_per_suite(Config) ->
+    _ = logger:remove_handler(fuzz_crashes),
+    ok = logger:unset_module_level(erlpy_http_conn),
+    ?config(owner, Config) ! stop,
+    erlpy_http:stop(?config(server, Config)),
+    erlpy_test:stop(Config).
+
+end_per_testcase(_Case, Config) ->
+    %% The server survived and still serves.
+    {ok, _, <<"HTTP/1.1 204 ", _/binary>>} = exchange(?config(port, Config),
+                                             [<<"GET /empty HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n">>]),
+    ?assertEqual([], crashes(Config)).
+
+%% logger handler: keeps the crash of any process (proc_lib's crash
+%% report, or the emulator's "Error in process" for a plain one).
+log(#{msg := {report, #{label := {proc_lib, crash}} = Report}}, #{config := Tab}) ->
+    ets:insert(Tab, {crash, Report});
+log(#{msg := {Format, Args}}, #{config := Tab}) when is_list(Format) ->
+    case string:find(Format, "Error in process") of
+        nomatch -> ok;
+        _ -> ets:insert(Tab, {crash, {Format, Args}})
+    end;
+log(_Event, _Config) ->
+    ok.
+
+crashes(Config) ->
+    [R || {crash, R} <- ets:tab2list(?config(crashes, Config))].
+
+%% ------------------------------------------------------------------ cases
+
+%% Regression: bytes that are not UTF-8 in Connection, Transfer-Encoding
+%% or Content-Length crashed the connection process in string:trim/1,3;
+%% the client got a closed socket instead of an answer.
+non_utf8_framing_header_crashed_conn(Config) ->
+    Port = ?config(port, Config),
+    Req = fun(Field) -> [<<"POST /echo HTTP/1.1\r\nHost: x\r\n">>, Field, <<"\r\n\r\n">>] end,
+    {ok, [{400, _, _}]} = check(Port, [Req(<<"Content-Length: \xff1">>)]),
+    {ok, [{400, _, _}]} = check(Port, [Req(<<"Content-Length: 1 \xe9">>)]),
+    {ok, [{400, _, _}]} = check(Port, [Req(<<"Transfer-Encoding: \xffchunked">>)]),
+    {ok, [{400, _, _}]} = check(Port, [Req(<<"Transfer-Encoding: chunked, \xc3">>)]),
+    {ok, [{200, _, _}]} = check(Port, [Req(<<"Connection: \xff, close">>)]),
+    {ok, [{200, H, _}]} = check(Port, [<<"GET /echo HTTP/1.0\r\nConnection: keep-alive\xfe\r\n\r\n">>]),
+    ?assertEqual([<<"close">>], [V || {<<"connection">>, V} <- H]),
+    ?assertEqual([], crashes(Config)).
+
+request_heads(Config) ->
+    Port = ?config(port, Config),
+    quickcheck(?FORALL(Req, request(), check_property(Port, Req, Config)), ?HEAD_RUNS).
+
+chunked_bodies(Config) ->
+    Port = ?config(port, Config),
+    quickcheck(?FORALL(Req, chunked_request(), check_property(Port, Req, Config)), ?CHUNKED_RUNS).
+
+quickcheck(Prop, Runs) ->
+    case proper:quickcheck(Prop, [{numtests, Runs}, {max_shrinks, 40}, long_result,
+                                  {on_output, fun(F, A) -> ct:log(F, A) end}]) of
+        true -> ok;
+        CounterExample -> ct:fail({counterexample, CounterExample})
+    end.
+
+check_property(Port, {Pieces, _Methods} = Req, Config) ->
+    Before = length(crashes(Config)),
+    %% Debian's PropEr 1.2 cannot report an exception on OTP 23+
+    %% (erlang:get_stacktrace/0 is gone): none may escape.
+    Result = try check(Port, Req) catch Class:Reason:Stack -> {error, {Class, Reason, Stack}} end,
+    %% What the runs came to (in the test's log): statuses, or a close.
+    Outcome = case Result of
+                  {ok, Responses} -> [Code || {Code, _, _} <- Responses];
+                  _ -> error
+              end,
+    collect(Outcome,
+            ?WHENFAIL(ct:log("request ~p~nresult ~p~ncrashes ~p",
+                             [iolist_to_binary(Pieces), Result, crashes(Config)]),
+                      element(1, Result) =:= ok andalso length(crashes(Config)) =:= Before)).
+
+%% Sends a request (in pieces), half-closes, reads to the end and parses
+%% what came back.  {ok, [{Status, Headers, Body}]} when well-formed.
+check(Port, Pieces) when is_list(Pieces), not is_tuple(hd(Pieces)) ->
+    check(Port, {Pieces, [method(iolist_to_binary(Pieces))]});
+check(Port, {Pieces, Methods}) ->
+    case exchange(Port, Pieces) of
+        {ok, _, Bytes} -> parse_responses(Bytes, Methods, []);
+        Other -> {error, Other}
+    end.
+
+exchange(Port, Pieces) ->
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}, {nodelay, true}]),
+    %% The server may answer and close before everything is sent.
+    _ = lists:foldl(fun(P, ok) -> gen_tcp:send(S, P); (_, Error) -> Error end, ok, Pieces),
+    _ = gen_tcp:shutdown(S, write),
+    Result = recv_all(S, <<>>),
+    gen_tcp:close(S),
+    Result.
+
+%% To the end of the stream: a close, or a reset after the server closed
+%% with request bytes unread (what arrived before must still parse).
+recv_all(S, Acc) ->
+    case gen_tcp:recv(S, 0, 15000) of
+        {ok, Data} -> recv_all(S, <<Acc/binary, Data/binary>>);
+        {error, closed} -> {ok, closed, Acc};
+        {error, econnreset} -> {ok, reset, Acc};
+        {error, Reason} -> {Reason, Acc}
+    end.
+
+%% The request method as the server sees it (the response to HEAD has no body).
+method(Bytes) ->
+    case binary:split(skip_blank(Bytes), [<<" ">>, <<"\t">>]) of
+        [M, _] -> M;
+        _ -> <<>>
+    end.
+
+skip_blank(<<"\r\n", Rest/binary>>) -> skip_blank(Rest);
+skip_blank(<<"\n", Rest/binary>>) -> skip_blank(Rest);
+skip_blank(B) -> B.
+
+%% ------------------------------------------------------------------ the response parser
+
+%% Strict: RFC 9112 status line and fields; the body framed by
+%% Transfer-Encoding: chunked, Content-Length or the close; exactly one
+%% Date and at most one Transfer-Encoding in each final response.
+parse_responses(<<>>, _Methods, Acc) ->
+    {ok, lists:reverse(Acc)};
+parse_responses(Bytes, Methods, Acc) ->
+    {Method, MoreMethods} = case Methods of
+                                [M | Ms] -> {M, Ms};
+                                [] -> {<<"GET">>, []}
+                            end,
+    case response(Bytes, Method) of
+        {interim, Rest} ->
+            parse_responses(Rest, Methods, Acc);
+        {ok, {_, Headers, _} = Response, Rest} ->
+            Close = lists:member(<<"close">>, [V || {<<"connection">>, V} <- Headers]),
+            case Close andalso Rest =/= <<>> of
+                true -> {error, {bytes_after_close, Rest, lists:reverse([Response | Acc])}};
+                false -> parse_responses(Rest, MoreMethods, [Response | Acc])
+            end;
+        {error, Why} ->
+            {error, {Why, Bytes, lists:reverse(Acc)}}
+    end.
+
+response(Bytes, Method) ->
+    maybe_response(status_line(Bytes), Method).
+
+maybe_response({ok, Code, Rest}, Method) ->
+    case fields(Rest, []) of
+        {ok, _, Rest2} when Code < 200 ->
+            {interim, Rest2};
+        {ok, Headers, Rest2} ->
+            Dates = [V || {<<"date">>, V} <- Headers],
+            TEs = [V || {<<"transfer-encoding">>, V} <- Headers],
+            CLs = [V || {<<"content-length">>, V} <- Headers],
+            if
+                length(Dates) =/= 1 -> {error, {dates, Dates}};
+                TEs =/= [], TEs =/= [<<"chunked">>] -> {error, {transfer_encoding, TEs}};
+                TEs =/= [], CLs =/= [] -> {error, both_te_and_cl};
+                length(CLs) > 1 -> {error, {content_lengths, CLs}};
+                true ->
+                    case body(Code, Method, TEs, CLs, Rest2) of
+                        {ok, Body, Rest3} -> {ok, {Code, Headers, Body}, Rest3};
+                        Error -> Error
+                    end
+            end;
+        Error ->
+            Error
+    end;
+maybe_response(Error, _Method) ->
+    Error.
+
+status_line(<<"HTTP/1.1 ", A, B, C, " ", Rest/binary>>)
+  when A >= $1, A =< $5, B >= $0, B =< $9, C >= $0, C =< $9 ->
+    case line(Rest) of
+        {ok, Reason, Rest2} ->
+            case lists:all(fun field_byte/1, binary_to_list(Reason)) of
+                true -> {ok, list_to_integer([A, B, C]), Rest2};
+                false -> {error, bad_reason}
+            end;
+        Error -> Error
+    end;
+status_line(_) ->
+    {error, bad_status_line}.
+
+fields(Bytes, Acc) ->
+    case line(Bytes) of
+        {ok, <<>>, Rest} ->
+            {ok, lists:reverse(Acc), Rest};
+        {ok, Line, Rest} ->
+            case binary:split(Line, <<":">>) of
+                [Name, Value0] ->
+                    Value = string:trim(Value0, both, " \t"),
+                    Token = Name =/= <<>> andalso lists:all(fun token_byte/1, binary_to_list(Name)),
+                    Clean = lists:all(fun field_byte/1, binary_to_list(Value)),
+                    case Token andalso Clean of
+                        true -> fields(Rest, [{string:lowercase(Name), Value} | Acc]);
+                        false -> {error, {bad_field, Line}}
+                    end;
+                _ ->
+                    {error, {bad_field, Line}}
+            end;
+        Error ->
+            Error
+    end.
+
+line(Bytes) ->
+    case binary:split(Bytes, <<"\r\n">>) of
+        [Line, Rest] ->
+            case binary:match(Line, [<<"\r">>, <<"\n">>]) of
+                nomatch -> {ok, Line, Rest};
+                _ -> {error, {bare_cr_or_lf, Line}}
+            end;
+        [_] -> {error, truncated_line}
+    end.
+
+%% A request line the server could not parse: it cannot know it was HEAD.
+body(Code, <<"HEAD">>, [], [CL], Rest) when Code =:= 400; Code =:= 414 ->
+    N = binary_to_integer(CL),
+    case Rest of
+        <<Body:N/binary>> -> {ok, Body, <<>>};
+        _ -> {ok, <<>>, Rest}
+    end;
+body(Code, Method, _TEs, _CLs, Rest) when Method =:= <<"HEAD">>; Code =:= 204; Code =:= 304 ->
+    {ok, <<>>, Rest};
+body(_Code, _Method, [<<"chunked">>], [], Rest) ->
+    chunks(Rest, <<>>);
+body(_Code, _Method, [], [CL], Rest) ->
+    N = binary_to_integer(CL),
+    case Rest of
+        <<Body:N/binary, Rest2/binary>> -> {ok, Body, Rest2};
+        _ -> {error, {short_body, N, Rest}}
+    end;
+body(_Code, _Method, [], [], Rest) ->
+    %% Delimited by the close (HTTP/1.0).
+    {ok, Rest, <<>>}.
+
+chunks(Bytes, Acc) ->
+    case line(Bytes) of
+        {ok, SizeLine, Rest} ->
+            case catch binary_to_integer(SizeLine, 16) of
+                0 ->
+                    case Rest of
+                        <<"\r\n", Rest2/binary>> -> {ok, Acc, Rest2};
+                        _ -> {error, bad_last_chunk}
+                    end;
+                N when is_integer(N), N > 0 ->
+                    case Rest of
+                        <<Data:N/binary, "\r\n", Rest2/binary>> -> chunks(Rest2, <<Acc/binary, Data/binary>>);
+                        _ -> {error, bad_chunk}
+                    end;
+                _ ->
+                    {error, {bad_chunk_size, SizeLine}}
+            end;
+        Error ->
+            Error
+    end.
+
+token_byte(C) ->
+    (C >= $a andalso C =< $z) orelse (C >= $A andalso C =< $Z) orelse (C >= $0 andalso C =< $9)
+        orelse lists:member(C, "!#$%&'*+-.^_`|~").
+
+%% HTAB, SP, VCHAR, obs-text.
+field_byte(C) ->
+    C =:= $\t orelse (C >= 16#20 andalso C =/= 16#7f).
+
+%% ------------------------------------------------------------------ generators
+
+%% {Pieces, Methods}: the bytes to send in pieces, and the method of each
+%% request in them (a pipelined GET may follow).
+request() ->
+    ?LET({Blank, Method, Sp1, Target, Sp2, Version, Eol, Headers, HeadEnd, Body, Next, Cut, Splits},
+         {blank_lines(), method(), sp(), target(), sp(), version(), eol(), headers(), eol(), body(),
+          pipelined(), cut(), splits()},
+         begin
+             Line = [Method, Sp1, Target, Sp2, Version, Eol],
+             Bytes = iolist_to_binary([Blank, Line, Headers, HeadEnd, Body, Next]),
+             Methods = [method(Bytes) | [<<"GET">> || Next =/= []]],
+             {pieces(cut(Bytes, Cut), Splits), Methods}
+         end).
+
+chunked_request() ->
+    ?LET({Method, Extra, Chunks, Last, Trailers, End, Next, Cut, Splits},
+         {elements([<<"POST">>, <<"PUT">>, <<"HEAD">>]), short_list(header()),
+          list(chunk()), last_chunk(),
+          short_list(trailer()), eol(), pipelined(), cut(), splits()},
+         begin
+             Head = [Method, <<" /stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n">>,
+                     Extra, <<"\r\n">>],
+             Bytes = iolist_to_binary([Head, Chunks, Last, Trailers, End, Next]),
+             {pieces(cut(Bytes, Cut), Splits), [Method | [<<"GET">> || Next =/= []]]}
+         end).
+
+blank_lines() ->
+    frequency([{8, []}, {1, list(eol())}]).
+
+method() ->
+    frequency([{10, elements([<<"GET">>, <<"POST">>, <<"HEAD">>, <<"PUT">>, <<"DELETE">>, <<"OPTIONS">>])},
+               {1, token()}, {1, bytes()}]).
+
+target() ->
+    frequency([{10, elements([<<"/echo">>, <<"/stream">>, <<"/empty">>, <<"/echo?a=b&c=%20">>, <<"/%zz%">>,
+                              <<"*">>, <<"http://h/stream">>, <<"http://[::1]:8/echo">>, <<"//x">>])},
+               {2, ?LET(B, bytes(), [<<"/">>, B])}, {1, bytes()}]).
+
+version() ->
+    frequency([{10, <<"HTTP/1.1">>}, {4, <<"HTTP/1.0">>},
+               {2, elements([<<"HTTP/2.0">>, <<"HTTP/0.9">>, <<"HTTP/1.12345678901">>, <<"HTTP/x">>,
+                             <<"http/1.1">>, <<>>])},
+               {1, bytes()}]).
+
+sp() ->
+    frequency([{20, <<" ">>}, {1, elements([<<"  ">>, <<"\t">>, <<>>])}]).
+
+eol() ->
+    frequency([{30, <<"\r\n">>}, {4, <<"\n">>}, {1, <<"\r">>}]).
+
+%% Mostly a Host and a few fields, each sometimes broken.
+headers() ->
+    ?LET({Host, N}, {frequency([{6, [[<<"Host: ">>, host()], <<"\r\n">>]}, {1, []}]), range(0, 4)},
+         [Host | vector(N, header())]).
+
+header() ->
+    ?LET({Field, Eol}, {field(), eol()}, [Field, Eol]).
+
+field() ->
+    frequency([{4, [<<"Host: ">>, host()]},
+               {8, [<<"Content-Length:">>, ows(), content_length(), ows()]},
+               {8, [<<"Transfer-Encoding:">>, ows(), transfer_coding(), ows()]},
+               {6, [<<"Connection: ">>, elements([<<"close">>, <<"keep-alive">>, <<"Close">>,
+                                                  <<"upgrade, close">>, <<" , ">>])]},
+               {3, [<<"Expect: ">>, elements([<<"100-continue">>, <<"100-Continue">>, <<"nothing">>])]},
+               {8, [token(), <<": ">>, printable()]},
+               %% The framing fields with arbitrary bytes (the crash of issue 8).
+               {3, [elements([<<"Content-Length">>, <<"Transfer-Encoding">>, <<"Connection">>,
+                              <<"Host">>, <<"Expect">>]), <<": ">>, bytes()]},
+               {2, [token(), <<": ">>, bytes()]},
+               {1, [token(), <<": ">>, token(), <<"\r\n ">>, token()]},  % obs-fold
+               {1, [elements([<<" X">>, <<"X ">>, <<"X\t">>, <<>>]), <<": v">>]},
+               {1, bytes()}]).
+
+%% A field value of visible ASCII and obs-text (any byte from 0x80).
+printable() ->
+    ?LET(Bytes, list(frequency([{4, range(16#21, 16#7e)}, {1, range(16#80, 16#ff)}, {1, $\s}])),
+         list_to_binary(Bytes)).
+
+host() ->
+    frequency([{12, elements([<<"x">>, <<"example.com:8080">>, <<"[::1]:8080">>, <<"[::1]">>, <<"">>,
+                             <<"[::1">>, <<":80">>])},
+               {1, bytes()}]).
+
+content_length() ->
+    frequency([{12, ?LET(N, range(0, 40), integer_to_binary(N))},
+               {1, elements([<<"-1">>, <<"1,1">>, <<"5, 5">>, <<"+5">>, <<"0x10">>, <<"99999999999999999999999">>,
+                             <<"4097">>, <<>>])},
+               {1, bytes()}]).
+
+transfer_coding() ->
+    frequency([{12, <<"chunked">>},
+               {2, elements([<<"Chunked">>, <<"gzip, chunked">>, <<"chunked, gzip">>, <<"identity">>,
+                             <<"chunked , chunked">>, <<"chunked;q=1">>, <<",chunked">>])},
+               {1, bytes()}]).
+
+ows() ->
+    elements([<<>>, <<" ">>, <<"\t">>, <<"  \t">>]).
+
+body() ->
+    frequency([{4, <<>>}, {3, bytes()}, {3, chunked_body()}]).
+
+chunked_body() ->
+    ?LET({Chunks, Last, Trailers, End}, {list(chunk()), last_chunk(), short_list(trailer()), eol()},
+         [Chunks, Last, Trailers, End]).
+
+chunk() ->
+    ?LET({Data, Size, Ext, Eol, DataEnd}, {non_empty(binary()), chunk_size(), chunk_ext(), eol(), data_end()},
+         [case Size of
+              right -> integer_to_binary(byte_size(Data), 16);
+              right_lower -> string:lowercase(integer_to_binary(byte_size(Data), 16));
+              {off, D} -> integer_to_binary(max(0, byte_size(Data) + D), 16);
+              Other -> Other
+          end, Ext, Eol, Data, DataEnd]).
+
+chunk_size() ->
+    frequency([{30, right}, {5, right_lower}, {2, {off, elements([-1, 1, 5])}},
+               {1, elements([<<"-1">>, <<"ffffffffffffffffff">>, <<"0x5">>, <<" 5">>, <<"">>, <<"g">>])},
+               {1, bytes()}]).
+
+chunk_ext() ->
+    frequency([{16, <<>>}, {4, elements([<<";a=b">>, <<" ; x">>, <<";q=\"x y\"">>, <<"\t;">>])}, {1, bytes()}]).
+
+data_end() ->
+    frequency([{30, <<"\r\n">>}, {1, elements([<<"\n">>, <<>>, <<"xx">>])}]).
+
+last_chunk() ->
+    ?LET({Zeros, Ext, Eol}, {elements([<<"0">>, <<"000">>]), chunk_ext(), eol()}, [Zeros, Ext, Eol]).
+
+trailer() ->
+    frequency([{8, [token(), <<": ">>, printable(), <<"\r\n">>]}, {1, [bytes(), eol()]}]).
+
+pipelined() ->
+    frequency([{4, []}, {1, <<"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n">>}]).
+
+%% Where to cut the request short (none: keep it whole).
+cut() ->
+    frequency([{6, none}, {1, {cut, range(0, 400)}}]).
+
+cut(Bytes, none) -> Bytes;
+cut(Bytes, {cut, N}) -> binary:part(Bytes, 0, min(N, byte_size(Bytes))).
+
+%% Where to split what is sent into separate sends.
+splits() ->
+    frequency([{6, []}, {2, list(range(1, 200))}]).
+
+pieces(Bytes, Splits) ->
+    pieces(Bytes, lists:usort(Splits), 0).
+
+pieces(Bytes, [At | More], Done) when At - Done < byte_size(Bytes) ->
+    <<Piece:(At - Done)/binary, Rest/binary>> = Bytes,
+    [Piece | pieces(Rest, More, At)];
+pieces(Bytes, _, _) ->
+    [Bytes].
+
+short_list(Type) ->
+    ?LET(N, frequency([{4, 0}, {2, 1}, {1, range(2, 4)}]), vector(N, Type)).
+
+token() ->
+    ?LET(Chars, non_empty(list(elements("abcXYZ019-!#$%&'*+.^_`|~"))), list_to_binary(Chars)).
+
+bytes() ->
+    binary().
