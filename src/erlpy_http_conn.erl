@@ -218,33 +218,36 @@ start_response(Status, AppHeaders, #{version := Version, keep_alive := KA0, head
         andalso not has_token(<<"connection">>, <<"close">>, [{L, V} || {L, _, V} <- Lowered]),
     %% The app's hop-by-hop fields are dropped (the framing and the
     %% connection are the server's), and a second Date.
-    Headers = one_date([H || {L, _, _} = H <- Lowered, not hop_by_hop(L)]),
-    NoBody = Head orelse Code < 200 orelse Code =:= 204 orelse Code =:= 304,
-    CLs = lists:usort([trim(V) || {<<"content-length">>, _, V} <- Headers]),
+    Headers = first_only(<<"date">>, [H || {L, _, _} = H <- Lowered, not hop_by_hop(L)]),
+    %% The app's length: one value of digits (SP/HTAB around it allowed).
+    Length = case lists:usort([trim(V) || {<<"content-length">>, _, V} <- Headers]) of
+                 [] -> none;
+                 [CL] -> case is_digits(CL) of true -> binary_to_integer(CL); false -> bad end;
+                 [_, _ | _] -> bad
+             end,
     {Framing, Left, KA2, Extra} =
-        case CLs of
-            [CL] when not NoBody; Code =/= 304 ->
-                case is_digits(CL) of
-                    true -> {length, binary_to_integer(CL), KA, []};
-                    %% A bad length from the app: deliver, then close.
-                    false -> {close, infinity, false, []}
-                end;
-            [_, _ | _] ->
-                {close, infinity, false, []};
-            _ when NoBody ->
-                {length, 0, KA, []};
-            [] when Version =:= {1, 1} ->
-                {chunked, infinity, KA, [{<<"Transfer-Encoding">>, <<"chunked">>}]};
-            [] ->
-                {close, infinity, false, []}
+        if
+            %% Never a body (RFC 9110 6.4.1): whatever the app sends is cut.
+            Code < 200; Code =:= 204; Code =:= 304 -> {length, 0, KA, []};
+            %% For HEAD, the length the body would have; none is sent.
+            is_integer(Length) -> {length, Length, KA, []};
+            %% A bad length from the app: deliver, then close.
+            Length =:= bad -> {close, infinity, false, []};
+            Head -> {length, 0, KA, []};
+            Version =:= {1, 1} -> {chunked, infinity, KA, [{<<"Transfer-Encoding">>, <<"chunked">>}]};
+            true -> {close, infinity, false, []}
         end,
     Conn = case {Version, KA2} of
                {_, false} -> [{<<"Connection">>, <<"close">>}];
                {{1, 0}, true} -> [{<<"Connection">>, <<"keep-alive">>}];
                _ -> []
            end,
-    %% Content-Length values we could not use (bad, conflicting) are dropped.
-    Sent = [{N, V} || {L, N, V} <- Headers, Framing =/= close orelse L =/= <<"content-length">>],
+    %% The app's Content-Length goes out once, if valid, never in a 1xx or
+    %% 204 (RFC 9110 8.6).
+    Sent = [{N, V} || {_, N, V} <- case is_integer(Length) andalso Code >= 200 andalso Code =/= 204 of
+                                      true -> first_only(<<"content-length">>, Headers);
+                                      false -> [H || {L, _, _} = H <- Headers, L =/= <<"content-length">>]
+                                  end],
     Date = case lists:keymember(<<"date">>, 1, Headers) of
                true -> [];
                false -> [http_date()]
@@ -267,10 +270,10 @@ hop_by_hop(<<"transfer-encoding">>) -> true;
 hop_by_hop(<<"upgrade">>) -> true;
 hop_by_hop(_) -> false.
 
-%% The app's first Date field, if it sent more than one.
-one_date([{<<"date">>, _, _} = D | Rest]) -> [D | [H || {L, _, _} = H <- Rest, L =/= <<"date">>]];
-one_date([H | Rest]) -> [H | one_date(Rest)];
-one_date([]) -> [].
+%% The app's first field of that (lowercase) name, if it sent more than one.
+first_only(Name, [{Name, _, _} = First | Rest]) -> [First | [H || {L, _, _} = H <- Rest, L =/= Name]];
+first_only(Name, [H | Rest]) -> [H | first_only(Name, Rest)];
+first_only(_Name, []) -> [].
 
 frame(Chunk, #{framing := chunked} = R) ->
     {[integer_to_binary(byte_size(Chunk), 16), ?CRLF, Chunk, ?CRLF], R};

@@ -14,14 +14,16 @@
 %% Runs of each property: together well under a minute.
 -define(HEAD_RUNS, 3000).
 -define(CHUNKED_RUNS, 2000).
+-define(APP_RUNS, 1000).
 
 all() ->
-    [non_utf8_framing_header_crashed_conn, request_heads, chunked_bodies].
+    [non_utf8_framing_header_crashed_conn, request_heads, chunked_bodies, app_responses].
 
 init_per_suite(Config) ->
     Config2 = erlpy_test:start(Config),
-    %% Failed bodies are the point here: not a warning each.
-    ok = logger:set_module_level(erlpy_http_conn, error),
+    %% Failed bodies and app errors are the point here: not a report
+    %% each (crash reports come from proc_lib and the emulator).
+    ok = logger:set_module_level(erlpy_http_conn, critical),
     %% Short timeouts: a request the fuzzer cut short ends quickly.
     {ok, Server} = erlpy_http:start(#{app => <<"fuzz_apps:app">>, port => 0, header_timeout => 2000,
                                       body_timeout => 2000, idle_timeout => 2000,
@@ -85,6 +87,56 @@ request_heads(Config) ->
 chunked_bodies(Config) ->
     Port = ?config(port, Config),
     quickcheck(?FORALL(Req, chunked_request(), check_property(Port, Req, Config)), ?CHUNKED_RUNS).
+
+%% The other side: whatever status and headers an app gives (hop-by-hop
+%% fields, its own Date, lengths right, short or bad, text beyond
+%% ISO-8859-1), the response is well-formed and follows the header rules.
+app_responses(Config) ->
+    Port = ?config(port, Config),
+    quickcheck(?FORALL(Spec, app_response(), check_app_response(Port, Spec, Config)), ?APP_RUNS).
+
+check_app_response(Port, {Request, Methods, Status, Headers, Body} = Spec, Config) ->
+    Before = length(crashes(Config)),
+    Result = try check(Port, {[Request], Methods}) catch C:R:St -> {error, {C, R, St}} end,
+    Verdict = case Result of
+                  {ok, [First | More]} -> app_rules(Status, Headers, Body, First, More);
+                  _ -> {false, Result}
+              end,
+    collect(case Result of {ok, Rs} -> [Code || {Code, _, _} <- Rs]; _ -> error end,
+            ?WHENFAIL(ct:log("spec ~p~nresult ~p~nverdict ~p", [Spec, Result, Verdict]),
+                      Verdict =:= true andalso length(crashes(Config)) =:= Before)).
+
+%% What the server must have made of the app's answer.
+app_rules(Status, Headers, Body, {Code, Got, GotBody}, More) ->
+    AppCode = binary_to_integer(binary:part(Status, 0, min(3, byte_size(Status)))),
+    Lower = [{string:lowercase(N), V} || {N, V} <- Headers],
+    Latin1 = lists:all(fun({N, V}) -> is_binary(unicode:characters_to_binary(<<N/binary, V/binary>>, utf8, latin1)) end,
+                       [{<<>>, Status} | Headers]),
+    Ours = [{<<"transfer-encoding">>, <<"chunked">>}, {<<"connection">>, <<"close">>},
+            {<<"connection">>, <<"keep-alive">>}],
+    Hop = [H || {N, _} = H <- Got, lists:member(N, [<<"connection">>, <<"keep-alive">>, <<"proxy-connection">>,
+                                                    <<"te">>, <<"trailer">>, <<"transfer-encoding">>,
+                                                    <<"upgrade">>, <<"proxy-authenticate">>]),
+                                  not lists:member(H, Ours)],
+    AppClose = lists:any(fun({<<"connection">>, V}) -> binary:match(string:lowercase(V), <<"close">>) =/= nomatch;
+                            (_) -> false
+                         end, Lower),
+    AppDate = [V || {<<"date">>, V} <- Lower],
+    GotDate = [V || {<<"date">>, V} <- Got],
+    if
+        not Latin1 -> Code =:= 500 orelse {false, not_latin1_but, Code};
+        Code =/= AppCode -> {false, {status, Code, AppCode}};
+        Hop =/= [] -> {false, {hop_by_hop, Hop}};
+        AppDate =/= [], [hd(AppDate)] =/= GotDate -> {false, date};
+        AppClose, More =/= [] -> {false, served_after_close};
+        AppClose -> lists:member({<<"connection">>, <<"close">>}, Got) orelse {false, no_close};
+        true ->
+            %% The body as the app gave it, or cut to its Content-Length.
+            Sent = unicode:characters_to_binary(Body, utf8, latin1),
+            (Code =:= 204 orelse Code =:= 304 orelse GotBody =:= <<>>
+             orelse binary:longest_common_prefix([Sent, GotBody]) =:= byte_size(GotBody))
+                orelse {false, body}
+    end.
 
 quickcheck(Prop, Runs) ->
     case proper:quickcheck(Prop, [{numtests, Runs}, {max_shrinks, 40}, long_result,
@@ -168,6 +220,49 @@ sp() ->
 
 eol() ->
     frequency([{30, <<"\r\n">>}, {4, <<"\n">>}, {1, <<"\r">>}]).
+
+%% {Request, Methods, Status, Headers, Body}: a request to /respond asking
+%% the app for that answer (UTF-8: see test/python/fuzz_apps.py).
+app_response() ->
+    ?LET(Chunks, list(app_chunk()),
+         ?LET({Method, Version, Status, Headers, Next},
+              {elements([<<"GET">>, <<"GET">>, <<"HEAD">>]), elements([<<"HTTP/1.1">>, <<"HTTP/1.0">>]),
+               app_status(), list(app_header(length(unicode:characters_to_list(Chunks)))), pipelined()},
+              begin
+                  Body = iolist_to_binary(lists:join(<<0>>, Chunks)),
+                  Spec = iolist_to_binary([Status, [[<<"\n">>, N, <<"\t">>, V] || {N, V} <- Headers],
+                                           <<"\n\n">>, Body]),
+                  Request = [Method, <<" /respond ">>, Version, <<"\r\nHost: x\r\nContent-Length: ">>,
+                             integer_to_binary(byte_size(Spec)), <<"\r\n\r\n">>, Spec,
+                             [Next || Version =:= <<"HTTP/1.1">>]],
+                  {iolist_to_binary(Request), [Method | [<<"GET">> || Next =/= [], Version =:= <<"HTTP/1.1">>]],
+                   Status, Headers, iolist_to_binary(Chunks)}
+              end)).
+
+app_status() ->
+    frequency([{12, elements([<<"200 OK">>, <<"201 Created">>, <<"204 No Content">>, <<"304 Not Modified">>,
+                              <<"404 Not Found">>, <<"500 Oops">>, <<"200 Tr", 16#c3, 16#a8, "s bien">>])},
+               {1, <<"200 ", 16#e2, 16#98, 16#83>>}]).
+
+%% Printable latin-1 text as UTF-8 (the app encodes it back to latin-1).
+app_chunk() ->
+    ?LET(Chars, non_empty(list(frequency([{8, range($\s, $~)}, {1, range(16#a0, 16#ff)}]))),
+         unicode:characters_to_binary(Chars)).
+
+app_header(Length) ->
+    frequency([{16, {<<"Content-Length">>, integer_to_binary(Length)}},
+               {4, {<<"Content-Length">>, integer_to_binary(max(0, Length - 2))}},
+               {4, {<<"content-length">>, elements([<<"abc">>, <<"-1">>, <<" 0 ">>, <<"1e3">>])}},
+               {16, {elements([<<"Connection">>, <<"Keep-Alive">>, <<"Proxy-Connection">>, <<"TE">>,
+                              <<"Trailer">>, <<"Transfer-Encoding">>, <<"transfer-encoding">>, <<"Upgrade">>,
+                              <<"Proxy-Authenticate">>]),
+                    elements([<<"chunked">>, <<"close">>, <<"keep-alive">>, <<"Close">>, <<"h2c">>,
+                              <<"upgrade, close">>, <<"timeout=5">>])}},
+               {12, {elements([<<"Date">>, <<"date">>]),
+                    elements([<<"Tue, 15 Nov 1994 08:12:31 GMT">>, <<"whenever">>])}},
+               {8, {<<"X-Latin">>, <<"caf", 16#c3, 16#a9>>}},
+               {1, {<<"X-Snow">>, <<"snow ", 16#e2, 16#98, 16#83>>}},
+               {8, {token(), ?LET(V, list(range($\s, $~)), list_to_binary(V))}}]).
 
 %% Mostly a Host and a few fields, each sometimes broken.
 headers() ->

@@ -16,7 +16,8 @@ all() ->
      app_connection_close_http10, one_date_the_apps, one_date_the_servers,
      latin1_headers_and_reason, above_latin1_is_an_app_error, server_name_ipv6_host,
      server_name_without_host, server_name_ipv6_listener, server_responses_have_date,
-     server_408_and_503_have_date, head_refused_without_body].
+     server_408_and_503_have_date, head_refused_without_body, app_content_length_once,
+     no_content_has_no_length].
 
 init_per_suite(Config) ->
     Config2 = erlpy_test:start(Config),
@@ -238,3 +239,15 @@ server_408_and_503_have_date(_Config) ->
 head_refused_without_body(Config) ->
     {[{400, _, <<>>}], Bytes} = exchange(Config, <<"HEAD / HTTP/1.1\r\n\r\n">>),
     ?assertMatch([_, <<>>], binary:split(Bytes, <<"\r\n\r\n">>)).
+
+%% Regressions found by the fuzzer (erlpy_http_fuzz_SUITE:app_responses):
+%% an app's Content-Length given twice went out twice, and a 204 carried
+%% the app's Content-Length and body.
+app_content_length_once(Config) ->
+    {[{200, H, <<"hello">>}], _} = exchange(Config, request(<<"/two-lengths">>)),
+    ?assertEqual([<<"5">>], values(<<"content-length">>, H)).
+
+no_content_has_no_length(Config) ->
+    {[{204, H, <<>>}], Bytes} = exchange(Config, request(<<"/no-content">>)),
+    ?assertEqual([], values(<<"content-length">>, H)),
+    ?assertEqual(nomatch, binary:match(Bytes, <<"body">>)).

@@ -38,6 +38,12 @@ def app(environ, start_response):
     if path == "/above-latin1-status":
         start_response("200 \u2603", [])
         return [b"never sent"]
+    if path == "/two-lengths":    # the same value twice: sent once
+        start_response("200 OK", [("Content-Length", "5"), ("content-length", " 5")])
+        return [b"hello"]
+    if path == "/no-content":     # a 204 has neither Content-Length nor body
+        start_response("204 No Content", [("Content-Length", "4")])
+        return [b"body"]
     if path == "/environ":
         body = json.dumps({k: environ.get(k) for k in ("SERVER_NAME", "SERVER_PORT", "HTTP_HOST")})
         start_response("200 OK", [("Content-Type", "application/json")])
