@@ -15,7 +15,7 @@ all() ->
     [hop_by_hop_fields_dropped, app_transfer_encoding_with_httpx, app_connection_close,
      app_connection_close_http10, one_date_the_apps, one_date_the_servers,
      latin1_headers_and_reason, above_latin1_is_an_app_error, server_name_ipv6_host,
-     server_name_without_host, server_name_ipv6_listener, server_responses_have_date,
+     flask_send_file_one_date, server_name_without_host, server_name_ipv6_listener, server_responses_have_date,
      server_408_and_503_have_date, head_refused_without_body, app_content_length_once,
      no_content_has_no_length].
 
@@ -104,6 +104,24 @@ one_date_the_servers(Config) ->
     {[{200, H, <<"hello">>}], _} = exchange(Config, request(<<"/hello">>)),
     [Date] = values(<<"date">>, H),
     ?assertMatch({{_, _, _}, {_, _, _}}, httpd_util:convert_request_date(binary_to_list(Date))).
+
+%% Werkzeug's send_file sets a Date: it is the only one.
+flask_send_file_one_date(_Config) ->
+    case py:eval(<<"__import__('importlib.util').util.find_spec('flask') is not None">>) of
+        {ok, true} ->
+            {ok, Server} = erlpy_http:start(#{app => <<"header_apps:flask_app">>, port => 0}),
+            try
+                Port = erlpy_http:port(Server),
+                {ok, _, Bytes} = erlpy_test_http:exchange(Port, [request(<<"/file">>)]),
+                %% erlpy_test_http refuses a response with two Date fields.
+                {ok, [{200, H, <<"data">>}]} = erlpy_test_http:responses(Bytes, [<<"GET">>]),
+                ?assertEqual([<<"Thu, 01 Jan 1970 00:00:00 GMT">>], values(<<"last-modified">>, H))
+            after
+                erlpy_http:stop(Server)
+            end;
+        {ok, false} ->
+            {skip, "Flask is not installed for this Python (Debian: python3-flask)"}
+    end.
 
 %% ------------------------------------------------------------------ ISO-8859-1
 

@@ -52,3 +52,19 @@ def app(environ, start_response):
         raise RuntimeError("the app failed")
     start_response("200 OK", [("Content-Length", "5")])
     return [b"hello"]
+
+
+_flask = None
+
+
+def flask_app(environ, start_response):
+    """Werkzeug's send_file(conditional=True) sets its own Date. Flask is
+    imported on first use: the other apps work without it."""
+    global _flask
+    if _flask is None:
+        import io
+        import flask
+        _flask = flask.Flask(__name__)
+        _flask.add_url_rule("/file", "file", lambda: flask.send_file(
+            io.BytesIO(b"data"), mimetype="text/plain", conditional=True, last_modified=0))
+    return _flask(environ, start_response)
