@@ -217,7 +217,7 @@ start_response(Status, AppHeaders, #{version := Version, keep_alive := KA0, head
     KA = KA0 andalso not maps:get(expect, R)
         andalso not has_token(<<"connection">>, <<"close">>, [{L, V} || {L, _, V} <- Lowered]),
     %% The app's hop-by-hop fields are dropped (the framing and the
-    %% connection are the server's), and a second Date.
+    %% connection are the server's), so is any Date after its first.
     Headers = first_only(<<"date">>, [H || {L, _, _} = H <- Lowered, not hop_by_hop(L)]),
     %% The app's length: one value of digits (SP/HTAB around it allowed).
     Length = case lists:usort([trim(V) || {<<"content-length">>, _, V} <- Headers]) of
@@ -463,19 +463,19 @@ is_digits(B) -> lists:all(fun(C) -> C >= $0 andalso C =< $9 end, binary_to_list(
 %% address it listens on.
 server_name(Lower, Sock) ->
     case lists:keyfind(<<"host">>, 1, Lower) of
-        {_, Host0} when Host0 =/= <<>> ->
-            case trim(Host0) of
-                <<$[, _/binary>> = Host ->
-                    case binary:match(Host, <<"]">>) of
-                        {End, 1} -> binary:part(Host, 0, End + 1);
-                        nomatch -> Host
-                    end;
-                <<>> -> local_name(Sock);
-                Host -> hd(binary:split(Host, <<":">>))
-            end;
-        _ ->
-            local_name(Sock)
+        {_, Host} -> host_name(trim(Host), Sock);
+        false -> local_name(Sock)
     end.
+
+host_name(<<>>, Sock) ->
+    local_name(Sock);
+host_name(<<$[, _/binary>> = Host, _Sock) ->
+    case binary:match(Host, <<"]">>) of
+        {End, 1} -> binary:part(Host, 0, End + 1);
+        nomatch -> Host
+    end;
+host_name(Host, _Sock) ->
+    hd(binary:split(Host, <<":">>)).
 
 local_name(Sock) ->
     case inet:sockname(Sock) of
