@@ -360,7 +360,7 @@ finish({error, client_closed}, R, _Pump) ->
     R#{keep_alive := false};
 finish({error, busy}, #{sock := Sock} = R, _Pump) ->
     %% Over max_workers with max_waiting requests waiting already.
-    _ = gen_tcp:send(Sock, busy_response()),
+    _ = gen_tcp:send(Sock, busy_response(maps:get(head, R))),
     R#{keep_alive := false, status := 503};
 finish({error, {app_error, Reason}, Sent}, #{sock := Sock} = R, Pump) ->
     BodyError = erlpy_http_body:error(Pump),
@@ -424,11 +424,14 @@ simple_response(Code, Why, close, Method) ->
      integer_to_binary(byte_size(Body)), ?CRLF, ?CRLF,
      case Method of <<"HEAD">> -> <<>>; _ -> Body end].
 
-busy_response() ->
+%% 503 for a request over max_workers with max_waiting waiting already.
+busy_response(Head) ->
     Body = <<"server busy, retry later\n">>,
-    [<<"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"
-       "Connection: close\r\nContent-Length: ">>, integer_to_binary(byte_size(Body)), ?CRLF, ?CRLF,
-     Body].
+    {_, Date} = http_date(),
+    [<<"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nDate: ">>, Date, ?CRLF,
+     <<"Content-Type: text/plain\r\nConnection: close\r\nContent-Length: ">>,
+     integer_to_binary(byte_size(Body)), ?CRLF, ?CRLF,
+     case Head of true -> <<>>; false -> Body end].
 
 reason(400) -> <<"Bad Request">>;
 reason(408) -> <<"Request Timeout">>;

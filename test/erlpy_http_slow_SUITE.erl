@@ -295,6 +295,7 @@ worker_cap_and_503(_Config) ->
     {ok, Resp} = recv_all(S),
     ?assertMatch(<<"HTTP/1.1 503", _/binary>>, Resp),
     ?assertNotEqual(nomatch, binary:match(Resp, <<"\r\nRetry-After: 1\r\n">>)),
+    ?assertNotEqual(nomatch, binary:match(Resp, <<"\r\nDate: ">>)),
     ?assertEqual(0, count(<<"blocked">>, <<"c">>)),
     ?assertEqual({ok, 3}, py:call(any, operator, add, [1, 2], #{}, #{timeout => 10000})),
     {ok, true} = py:eval(<<"[__import__('slow_apps').gate(k).set() for k in 'ab'] and True">>),
