@@ -58,4 +58,8 @@ int erlpy_object_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags);
  * only one the job gets).  Sets w->interrupted and w->arg. */
 int worker_stream_wait(stream_t *s, size_t want, stream_waiter_t *w, size_t *avail);
 
+/* The context number (1-based) of the worker running on this thread; 0 on
+ * any other thread. */
+int worker_context(void);
+
 #endif
