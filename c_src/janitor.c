@@ -31,6 +31,7 @@
 #define REAPER_STUCK_MS 1000     /* one decref this long: the reaper is replaced */
 #define WATCH_MS 250             /* the watchdog's period while a reaper is busy */
 #define MAX_STUCK 8              /* abandoned reapers alive at once */
+#define REAPER_BATCH 256         /* decrefs between two chances for others to take the GIL */
 
 struct janitor_item {
     janitor_task_t task;
@@ -137,14 +138,16 @@ static int init_python(void)
 /* ------------------------------------------------------------ reapers */
 
 /* Drops queued references while it is the active reaper.  Holds the GIL
- * from one decref to the next while there are more, and gives it back
- * before sleeping. */
+ * from one decref to the next while there are more (a plain decref never
+ * lets the interpreter switch threads, so it lets go every REAPER_BATCH),
+ * and gives it back before sleeping. */
 static void *reaper_main(void *arg)
 {
     reaper_t *self = arg;
     PyGILState_STATE gil = PyGILState_Ensure();
     PyThreadState *ts = PyEval_SaveThread();
     int holding = 0; /* the GIL */
+    unsigned done = 0;
     pthread_mutex_lock(&J.lock);
     while (J.reaper == self) {
         janitor_task_t *task = J.decref_head;
@@ -171,6 +174,10 @@ static void *reaper_main(void *arg)
             holding = 1;
         }
         task->run(task);
+        if (++done % REAPER_BATCH == 0) {
+            ts = PyEval_SaveThread();
+            holding = 0;
+        }
         pthread_mutex_lock(&J.lock);
         self->busy_since = 0;
     }
