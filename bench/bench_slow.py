@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Slow-client benchmark: how many slow clients of each kind a server holds
+before a normal GET takes more than 1 s; erlpy, gunicorn and uWSGI in one run.
+
+Run with `make bench-slow`, or after `make build`:
+
+    /usr/bin/python3 bench/bench_slow.py [--servers erlpy,gunicorn,uwsgi]
+        [--ramp 2,4,8,16,32,64,128,256,512] [--json FILE]
+
+The servers (bench/bench_servers.py) serve bench/soak_app.py on free
+localhost ports, each in its own session:
+
+    erlpy     examples/serve.escript (or $ERLPY_CMD), erlpy_http's defaults
+    gunicorn  -k gthread --threads 8 -w 2   (16 threads in 2 processes)
+    uWSGI     --processes 2 --master, --http-socket (one request at a time
+              per process), its defaults otherwise
+
+The slow clients (raw non-blocking sockets from asyncio, this process):
+
+    trickle   POST /upload with Content-Length: 65536, the body sent at
+              --trickle-rate bytes/s (default 1280, just above erlpy's
+              default min_body_rate of 1024), a few bytes every 0.25 s
+    slowread  GET /stream of 4 GB (64 KiB items) with SO_RCVBUF 4096,
+              reading --read-rate bytes/s (default 300), every 0.5 s
+
+For each server and kind a fresh server is started; then for each count N
+of the ramp: N slow clients connect and start, --settle seconds pass, then
+--gets normal `GET /` requests, one after the other, each on a new
+connection and timed from connect to the last byte (given up after
+--get-timeout s). A step passes when the median GET took under 1 s; the
+ramp stops at the first step that fails. Between steps the slow clients
+close and the server must answer a GET under 1 s again (else it is
+restarted). "held" is how many slow clients were still connected without an
+answer when the GETs started: a server may also cut slow clients off.
+
+Reported per server and kind: the largest N that passed, and the GET
+latency (median) at each step. About 2-4 minutes.
+"""
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import bench_servers
+from httpc import HOST, Wrong, get
+from soak_app import HELLO
+
+KINDS = ("trickle", "slowread")
+
+
+class Slow:
+    """One slow client: connect, send the head, then trickle or read slowly."""
+
+    def __init__(self, port, kind, args):
+        self.port, self.kind, self.args = port, kind, args
+        self.started = False  # connected and head sent
+        self.ended = None  # why it stopped being held: "eof", "answered", "error"
+        self.sock = None
+
+    async def run(self, stop):
+        loop = asyncio.get_running_loop()
+        sock = self.sock = socket.socket()
+        sock.setblocking(False)
+        if self.kind == "slowread":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (HOST, self.port)), self.args.connect_timeout)
+            if self.kind == "trickle":
+                size = self.args.trickle_size
+                await loop.sock_sendall(sock, b"POST /upload HTTP/1.1\r\nHost: slow\r\n"
+                                              b"Content-Length: %d\r\n\r\n" % size)
+                self.started = True
+                per, sent = max(1, self.args.trickle_rate // 4), 0
+                while not stop.is_set() and sent < size:
+                    n = min(per, size - sent)
+                    await loop.sock_sendall(sock, b"x" * n)
+                    sent += n
+                    await asyncio.sleep(0.25)
+                    self.check()
+            else:
+                await loop.sock_sendall(sock, b"GET /stream?size=4000000000&chunk=65536 HTTP/1.1\r\n"
+                                              b"Host: slow\r\n\r\n")
+                self.started = True
+                per = max(1, self.args.read_rate // 2)
+                while not stop.is_set() and not self.ended:
+                    await asyncio.sleep(0.5)
+                    try:
+                        if sock.recv(per) == b"":
+                            self.ended = "eof"
+                    except BlockingIOError:
+                        pass
+        except (OSError, asyncio.TimeoutError):
+            self.ended = self.ended or "error"
+
+    def check(self):
+        """A trickler never reads: has the server answered or closed?"""
+        try:
+            data = self.sock.recv(1, socket.MSG_PEEK)
+            self.ended = "answered" if data else "eof"
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.ended = "error"
+
+    def held(self):
+        if self.kind == "trickle" and self.started and not self.ended:
+            self.check()
+        return self.started and not self.ended
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+
+
+async def timed_get(port, timeout):
+    t0 = time.monotonic()
+    try:
+        status, body = await get(port, "/", timeout)
+        if status == 200 and body == HELLO:
+            return time.monotonic() - t0
+    except Wrong:
+        pass
+    return None  # no (right) answer within the timeout
+
+
+async def step(port, kind, n, args):
+    stop = asyncio.Event()
+    clients = [Slow(port, kind, args) for _ in range(n)]
+    tasks = [asyncio.ensure_future(c.run(stop)) for c in clients]
+    try:
+        deadline = time.monotonic() + args.connect_timeout
+        while time.monotonic() < deadline and not all(c.started or c.ended for c in clients):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(args.settle)
+        started = sum(c.started for c in clients)
+        held = sum(c.held() for c in clients)
+        lats = [await timed_get(port, args.get_timeout) for _ in range(args.gets)]
+    finally:
+        stop.set()
+        for c in clients:
+            c.close()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    med = statistics.median([x if x is not None else float("inf") for x in lats])
+    return {"n": n, "started": started, "held": held, "gets": lats, "median": med,
+            "passed": med < 1.0}
+
+
+async def recovered(port, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lat = await timed_get(port, 2)
+        if lat is not None and lat < 1.0:
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
+def fmt_lat(x):
+    return ">%gs" % ARGS.get_timeout if x is None or x == float("inf") else "%.3f" % x
+
+
+def ramp(kind_server, kind, args):
+    out = []
+    server = bench_servers.Server(kind_server).start()
+    try:
+        for n in args.ramp:
+            r = asyncio.run(step(server.port, kind, n, args))
+            out.append(r)
+            print("  %-8s %-8s N=%-4d started %4d held %4d  GET %s  (each: %s)  %s" % (
+                bench_servers.LABEL[kind_server], kind, n, r["started"], r["held"],
+                fmt_lat(r["median"]), " ".join(fmt_lat(x) for x in r["gets"]),
+                "ok" if r["passed"] else "OVER 1 s"), flush=True)
+            if not r["passed"]:
+                break
+            if not asyncio.run(recovered(server.port, args.recover_timeout)):
+                print("  %s did not recover within %d s; restarted" % (
+                    bench_servers.LABEL[kind_server], args.recover_timeout), flush=True)
+                server.stop()
+                server = bench_servers.Server(kind_server).start()
+    finally:
+        server.stop()
+        server.remove_log()
+    return out
+
+
+def describe():
+    try:
+        rev = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench_servers.ROOT,
+                             capture_output=True, text=True).stdout.strip()
+    except OSError:
+        rev = "?"
+    return "%s, erlpy %s, %d CPUs, load average %s" % (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), rev or "?", os.cpu_count(),
+        open("/proc/loadavg").read().split()[0])
+
+
+def report(results, args):
+    print()
+    print("Largest count of slow clients at which a normal GET still answered under 1 s "
+          "(median of %d):" % args.gets)
+    print("%-10s %12s %12s" % ("", "trickle", "slowread"))
+    for s, kinds in results.items():
+        cells = []
+        for kind in KINDS:
+            steps = kinds.get(kind)
+            if not steps:
+                cells.append("-")
+                continue
+            passed = [r["n"] for r in steps if r["passed"]]
+            if all(r["passed"] for r in steps):
+                cells.append(">= %d" % steps[-1]["n"])
+            else:
+                cells.append(str(passed[-1]) if passed else "< %d" % steps[0]["n"])
+        print("%-10s %12s %12s" % (bench_servers.LABEL[s], cells[0], cells[1]))
+    print()
+    print("GET latency in s (median) by slow-client count; '>%gs' = no answer in time, "
+          "blank = not run (ramp stopped):" % args.get_timeout)
+    cols = [(s, k) for s in results for k in KINDS if k in results[s]]
+    print("%6s " % "N" + "".join("%18s" % ("%s %s" % (bench_servers.LABEL[s], k)) for s, k in cols))
+    for n in args.ramp:
+        row = []
+        for s, k in cols:
+            r = [x for x in results[s][k] if x["n"] == n]
+            row.append("%18s" % (fmt_lat(r[0]["median"]) if r else ""))
+        print("%6d " % n + "".join(row))
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--servers", default="erlpy,gunicorn,uwsgi")
+    ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--ramp", default="2,4,8,16,32,64,128,256,512")
+    ap.add_argument("--trickle-rate", type=int, default=1280, help="bytes/s")
+    ap.add_argument("--trickle-size", type=int, default=65536, help="body bytes")
+    ap.add_argument("--read-rate", type=int, default=300, help="bytes/s")
+    ap.add_argument("--settle", type=float, default=2.0, help="s after the slow clients start")
+    ap.add_argument("--gets", type=int, default=3)
+    ap.add_argument("--get-timeout", type=float, default=2.0)
+    ap.add_argument("--connect-timeout", type=float, default=5.0)
+    ap.add_argument("--recover-timeout", type=int, default=20)
+    ap.add_argument("--json", help="write the raw results here")
+    args = ARGS = ap.parse_args()
+    args.ramp = [int(x) for x in args.ramp.split(",") if x]
+    servers = [s for s in args.servers.split(",") if s]
+    kinds = [k for k in args.kinds.split(",") if k]
+    t0 = time.monotonic()
+    print("slow clients: %s" % describe())
+    print("trickle: 64 KiB body at %d B/s; slowread: 4 GB stream read at %d B/s; "
+          "settle %.1f s; %d GETs per step, %g s timeout" % (
+              args.trickle_rate, args.read_rate, args.settle, args.gets, args.get_timeout))
+    results = {}
+    for s in servers:
+        for kind in kinds:
+            results.setdefault(s, {})[kind] = ramp(s, kind, args)
+    report(results, args)
+    print("\nwhole benchmark: %.0f s; %s" % (time.monotonic() - t0, describe()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": describe(), "args": vars(args), "results": results}, f, indent=1,
+                      default=str)
+    return 0
+
+
+ARGS = None
+
+if __name__ == "__main__":
+    sys.exit(main())
