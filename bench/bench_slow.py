@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -250,6 +251,12 @@ def main():
     args = ARGS = ap.parse_args()
     args.ramp = [int(x) for x in args.ramp.split(",") if x]
     servers = [s for s in args.servers.split(",") if s]
+    for s in servers:
+        if s != "erlpy" and not shutil.which(s):
+            raise SystemExit("bench_slow: %s not found (make setup installs it)" % s)
+    if "erlpy" in servers and not os.environ.get("ERLPY_CMD") and not os.path.exists(
+            os.path.join(bench_servers.ROOT, "_build/default/lib/erlpy/ebin/erlpy_http.beam")):
+        raise SystemExit("bench_slow: run `make build` first")
     kinds = [k for k in args.kinds.split(",") if k]
     t0 = time.monotonic()
     print("slow clients: %s" % describe())
