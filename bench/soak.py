@@ -75,7 +75,8 @@ MALFORMED = [
     ("non-UTF-8 CL", b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1\xff\r\n\r\n", 400),
 ]
 
-ERROR_REPORT = re.compile(r"^=(ERROR|CRASH|SUPERVISOR) REPORT", re.M)
+# OTP's default log format, and a bracketed level for launchers that use another.
+ERROR_REPORT = re.compile(r"^=(ERROR|CRASH|SUPERVISOR) REPORT|\[(error|critical|alert|emergency)\]", re.M)
 
 
 class Load:
@@ -491,6 +492,7 @@ def main():
     ap.add_argument("--rss-tolerance-pct", type=float, default=10)
     ap.add_argument("--fd-tolerance", type=int, default=3)
     ap.add_argument("--thread-tolerance", type=int, default=2)
+    ap.add_argument("--json", help="write the samples and counts here")
     args = ap.parse_args()
     if args.warmup is None:
         args.warmup = max(15, args.seconds // 6)
@@ -505,6 +507,11 @@ def main():
     try:
         load, sampler, base, end = asyncio.run(soak(server, args))
         fails = verdict(load, sampler, base, end, args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": describe(), "args": vars(args), "rows": sampler.rows,
+                           "ok": load.ok, "wrong": load.wrong, "examples": load.examples,
+                           "fails": fails}, f, indent=1)
     finally:
         server.stop()
     print("\nsoak: %d answers checked in %.0f s (%s)" % (load.total_ok(), time.monotonic() - t0, describe()))
