@@ -180,6 +180,12 @@ def ramp(kind_server, kind, args):
                 bench_servers.LABEL[kind_server], kind, n, r["started"], r["held"], r["held_after"],
                 " ".join(fmt_lat(x) for x in r["gets"]),
                 "ok" if r["passed"] else "%d over 1 s" % r["over"]), flush=True)
+            if not server.alive():
+                print("  %s exited (status %s); its log:\n%s" % (
+                    bench_servers.LABEL[kind_server], server.proc.returncode,
+                    server.log_text()[-2000:]), flush=True)
+                r["passed"] = False
+                break
             if not r["passed"]:
                 break
             if not asyncio.run(recovered(server.port, args.recover_timeout)):

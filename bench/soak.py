@@ -331,6 +331,8 @@ async def worker(load, seed, ops, names):
             load.bad(names[i], "no answer within %d s" % load.args.op_timeout)
         except (Wrong, OSError) as e:
             load.bad(names[i], e)
+        except Exception as e:  # a bug here must not quietly end a client
+            load.bad(names[i], "client error: %r" % e)
         finally:
             load.busy -= 1
 
