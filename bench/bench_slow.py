@@ -214,7 +214,7 @@ def report(results, args):
     print()
     print("Largest count of slow clients at which a normal GET still answered under 1 s "
           "(all of %d GETs):" % args.gets)
-    print("%-10s %12s %12s" % ("", "trickle", "slowread"))
+    print("%-10s %18s %18s" % ("", "trickle", "slowread"))
     for s, kinds in results.items():
         cells = []
         for kind in KINDS:
@@ -222,22 +222,35 @@ def report(results, args):
             if not steps:
                 cells.append("-")
                 continue
-            passed = [r["n"] for r in steps if r["passed"]]
-            if all(r["passed"] for r in steps):
-                cells.append(">= %d" % steps[-1]["n"])
-            else:
-                cells.append(str(passed[-1]) if passed else "< %d" % steps[0]["n"])
-        print("%-10s %12s %12s" % (bench_servers.LABEL[s], cells[0], cells[1]))
+            passed = [r for r in steps if r["passed"]]
+            if not passed:
+                cells.append("< %d" % steps[0]["n"])
+                continue
+            best = passed[-1]
+            cell = (">= %d" if best is steps[-1] else "%d") % best["n"]
+            if best["held"] < best["n"]:  # the others were answered or closed
+                cell += " (%d held)" % best["held"]
+            cells.append(cell)
+        print("%-10s %18s %18s" % (bench_servers.LABEL[s], cells[0], cells[1]))
     print()
-    print("GET latency in s, the slowest of the step's GETs, (k/n): k of n GETs over 1 s; "
-          "'>%gs' = no answer in time; blank = not run (ramp stopped):" % args.get_timeout)
+    print("GET latency in s, the slowest of the step's GETs; (k/n): k of n GETs over 1 s; "
+          "'>%gs': no answer in time; [h held]: only h slow clients still held when the GETs "
+          "began; blank: not run (ramp stopped):" % args.get_timeout)
     cols = [(s, k) for s in results for k in KINDS if k in results[s]]
-    print("%6s " % "N" + "".join("%18s" % ("%s %s" % (bench_servers.LABEL[s], k)) for s, k in cols))
+    print("%6s " % "N" + "".join("%22s" % ("%s %s" % (bench_servers.LABEL[s], k)) for s, k in cols))
     for n in args.ramp:
         row = []
         for s, k in cols:
             r = [x for x in results[s][k] if x["n"] == n]
-            row.append("%18s" % ("%s%s" % (fmt_lat(r[0]["worst"]), " (%d/%d)" % (r[0]["over"], len(r[0]["gets"])) if r[0]["over"] else "") if r else ""))
+            cell = ""
+            if r:
+                r = r[0]
+                cell = fmt_lat(r["worst"])
+                if r["over"]:
+                    cell += " (%d/%d)" % (r["over"], len(r["gets"]))
+                if r["held"] < n:
+                    cell += " [%d held]" % r["held"]
+            row.append("%22s" % cell)
         print("%6d " % n + "".join(row))
 
 
@@ -271,6 +284,8 @@ def main():
     print("trickle: 64 KiB body at %d B/s; slowread: 4 GB stream read at %d B/s; "
           "settle %.1f s; %d GETs per step, %g s timeout" % (
               args.trickle_rate, args.read_rate, args.settle, args.gets, args.get_timeout))
+    if "erlpy" in servers:
+        print("erlpy: %s" % (os.environ.get("ERLPY_CMD") or bench_servers.ERLPY_CMD))
     results = {}
     for s in servers:
         for kind in kinds:
