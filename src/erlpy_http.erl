@@ -24,7 +24,8 @@
                      max_drain => non_neg_integer(),
                      max_unread => pos_integer(),
                      min_body_rate => non_neg_integer(),
-                     access_log => boolean()}.
+                     access_log => boolean(),
+                     python_logging => boolean()}.
 -export_type([options/0]).
 
 -define(DEFAULTS, #{port => 8080,
@@ -86,6 +87,8 @@ config(_) ->
 -spec init(map()) -> {ok, map()} | {stop, term()}.
 init(#{port := Port, ip := Ip, acceptors := N, body_timeout := SendTimeout} = Config) ->
     process_flag(trap_exit, true),
+    %% Python's logging to the Erlang logger (docs/wsgi.md), unless refused.
+    _ = maps:get(python_logging, Config, true) andalso erlpy_python_log:install(),
     %% Accepted sockets inherit these.  `buffer' is the most one receive
     %% returns (the driver hands over exactly what arrived): 64 KiB pieces
     %% of a large body, not its default of one segment.

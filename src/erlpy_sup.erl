@@ -12,4 +12,5 @@ start_link() ->
 %% @private
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
-    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, []}}.
+    PythonLog = #{id => erlpy_python_log, start => {erlpy_python_log, start_link, []}},
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [PythonLog]}}.
