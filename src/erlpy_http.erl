@@ -24,6 +24,9 @@
                      max_drain => non_neg_integer(),
                      max_unread => pos_integer(),
                      min_body_rate => non_neg_integer(),
+                     buffer_body => non_neg_integer(),
+                     max_workers => pos_integer() | infinity,
+                     max_waiting => non_neg_integer(),
                      access_log => boolean(),
                      python_logging => boolean()}.
 -export_type([options/0]).
@@ -41,6 +44,8 @@
                     max_drain => 1048576,
                     max_unread => 1048576,
                     min_body_rate => 1024,
+                    buffer_body => 131072,
+                    max_waiting => 256,
                     access_log => true}).
 
 %% @doc Starts a server linked to the caller.  `app' is "module:callable"
@@ -99,7 +104,7 @@ init(#{port := Port, ip := Ip, acceptors := N, body_timeout := SendTimeout} = Co
         {ok, Listen} ->
             {ok, RealPort} = inet:port(Listen),
             Self = self(),
-            Conf = Config#{server => Self, port := RealPort},
+            Conf = Config#{server => Self, port := RealPort, slots => slots(Config)},
             Acceptors = [spawn_link(fun() -> accept_loop(Listen, Conf) end) || _ <- lists:seq(1, N)],
             {ok, #{listen => Listen, config => Conf, acceptors => Acceptors, conns => #{},
                    stopping => false, waiters => []}};
@@ -156,6 +161,12 @@ handle_info(_Msg, S) ->
 terminate(_Reason, #{waiters := Waiters}) ->
     [gen_server:reply(W, ok) || W <- Waiters],
     ok.
+
+%% The workers this server's requests may take at once: by default all
+%% contexts but one, left to the node's other callers.
+slots(#{max_waiting := MaxWaiting} = Config) ->
+    Max = maps:get(max_workers, Config, max(1, py:contexts() - 1)),
+    erlpy_http_slots:new(Max, MaxWaiting).
 
 %% ------------------------------------------------------------------ acceptors
 

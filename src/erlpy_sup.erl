@@ -12,5 +12,6 @@ start_link() ->
 %% @private
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
+    Reaper = #{id => py_wsgi_reaper, start => {py_wsgi, start_link, []}},
     PythonLog = #{id => erlpy_python_log, start => {erlpy_python_log, start_link, []}},
-    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [PythonLog]}}.
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Reaper, PythonLog]}}.
