@@ -6,7 +6,7 @@ serving bench/soak_app.py, and stopped by its process group.
               the repository root with APP=soak_app:app, PORT, HOST=127.0.0.1
               and PYTHONPATH=bench in its environment; "{port}" and "{app}"
               in ERLPY_CMD are replaced too, e.g.
-              ERLPY_CMD='bin/erlpy serve --port {port} {app}'
+              ERLPY_CMD='bin/erlpy serve {app} -b 127.0.0.1:{port}'
     gunicorn  gunicorn -k gthread --threads 8 -w 2 -b 127.0.0.1:PORT soak_app:app
     uwsgi     uwsgi --plugin python3 --http-socket 127.0.0.1:PORT --processes 2
                     --wsgi-file bench/soak_app.py --callable app --master
