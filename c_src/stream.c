@@ -381,6 +381,7 @@ void stream_free(stream_t *s)
         return;
     lock(s);
     drop_all_locked(s, &d);
+    fire_ready_locked(s, 1); /* a pending registration is handed back, never leaked */
     unlock(s);
     run_deferred(&d);
     pthread_cond_destroy(&s->readable);

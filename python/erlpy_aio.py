@@ -140,6 +140,16 @@ class BufferReader:
     def _take(self, n):
         return self._buf.read_nonblock(n)
 
+    def _unconsume(self, n):
+        """A read that consumed n bytes before failing (a timeout, a cancel:
+        with backpressure a long read consumes as it goes) puts them back
+        when the buffer keeps consumed bytes, as blocking reads do."""
+        if n and self._buf.seekable():
+            try:
+                self._buf.seek(-n, 1)
+            except ValueError:  # aborted or closed: nothing is left anyway
+                pass
+
     # ---------------------------------------------------------------- reads
 
     async def read(self, n=-1):
@@ -147,12 +157,17 @@ class BufferReader:
         if n == 0:
             return b''
         if n < 0:
-            parts = []
-            while True:
-                avail = await self._wait(1, 'read')
-                if avail == 0:
-                    return b''.join(parts)
-                parts.append(self._take(avail))
+            parts, have = [], 0
+            try:
+                while True:
+                    avail = await self._wait(1, 'read')
+                    if avail == 0:
+                        return b''.join(parts)
+                    parts.append(self._take(avail))
+                    have += avail
+            except BaseException:
+                self._unconsume(have)
+                raise
         avail = await self._wait(1, 'read')
         return self._take(min(n, avail))
 
@@ -163,13 +178,19 @@ class BufferReader:
         if n == 0:
             return b''
         parts, have = [], 0
-        while have < n:
-            avail = await self._wait(n - have, 'readexactly')
-            if avail == 0:
-                raise IncompleteReadError(b''.join(parts), n)
-            part = self._take(min(avail, n - have))
-            parts.append(part)
-            have += len(part)
+        try:
+            while have < n:
+                avail = await self._wait(n - have, 'readexactly')
+                if avail == 0:
+                    break
+                part = self._take(min(avail, n - have))
+                parts.append(part)
+                have += len(part)
+        except BaseException:
+            self._unconsume(have)
+            raise
+        if have < n:
+            raise IncompleteReadError(b''.join(parts), n)
         return b''.join(parts)
 
     async def readuntil(self, separator=b'\n'):

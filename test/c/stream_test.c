@@ -1158,6 +1158,11 @@ static void test_notify_ready(void)
     CHECK_EQ(stream_write_borrowed(s, buf, 2, NULL, NULL), STREAM_OK);
     CHECK_EQ(fired, 6);
     stream_free(s);
+
+    s = stream_new(NULL);
+    CHECK_EQ(stream_notify_ready(s, 2, ready_cb, &fired), 1);
+    stream_free(s); /* still pending: handed back */
+    CHECK_EQ(fired, 7);
 }
 
 /* ---- a writer and a reader thread ---- */

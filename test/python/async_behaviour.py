@@ -368,6 +368,25 @@ class PyBufferAsyncOnly(AsyncCase):
             self.assertEqual(await r.read(), b'')
         self.go(t)
 
+    def test_cancel_loses_nothing(self):
+        """With backpressure a long read consumes as it goes; cancelled, it
+        puts back what it took."""
+        buf = self.new(b'01234567', max_unread=10)
+
+        async def t():
+            r = buf.async_reader()
+            task = asyncio.ensure_future(r.readexactly(20))
+            await asyncio.sleep(0.02)
+            self.assertFalse(task.done())
+            self.assertGreater(buf.tell(), 0)  # it did consume
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            self.assertEqual(buf.tell(), 0)
+            self.w.later(buf, ('write', b'89abcdef'), ('close',))
+            self.assertEqual(await r.read(), b'0123456789abcdef')
+        self.go(t)
+
     def test_many_buffers_one_loop(self):
         bufs = [self.new() for _ in range(200)]
 
