@@ -113,6 +113,7 @@ class BufferReader:
                                f'waiting for incoming data')
         loop = asyncio.get_running_loop()
         w = _waker(loop)
+        deadline = None if self._timeout is None else loop.time() + self._timeout
         self._waiter = name
         try:
             while True:
@@ -120,17 +121,20 @@ class BufferReader:
                 token = next(w.tokens)
                 w.futures[token] = fut
                 timer = None
+                armed = False
                 try:
-                    if w.c.arm(buf, want, token):
-                        if self._timeout is not None:
-                            timer = loop.call_later(self._timeout, _expire, fut)
+                    armed = w.c.arm(buf, want, token)
+                    if armed:
+                        if deadline is not None:
+                            timer = loop.call_at(deadline, _expire, fut)
                         if not await fut:
                             raise erlang.ReadTimeout("no data within the buffer's read_timeout")
                 finally:
                     w.futures.pop(token, None)
                     if timer is not None:
                         timer.cancel()
-                    w.c.disarm(buf)
+                    if armed:  # never another reader's registration
+                        w.c.disarm(buf)
                 n = _POLL(buf, want)
                 if n is not None:
                     return n

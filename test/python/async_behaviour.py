@@ -387,6 +387,20 @@ class PyBufferAsyncOnly(AsyncCase):
             self.assertEqual(await r.read(), b'0123456789abcdef')
         self.go(t)
 
+    def test_two_readers_of_one_buffer(self):
+        """A second reader of the same buffer is refused and does not cancel
+        the first one's wait."""
+        buf = self.new()
+
+        async def t():
+            first = asyncio.ensure_future(buf.async_reader().readexactly(2))
+            await asyncio.sleep(0.01)
+            with self.assertRaisesRegex(RuntimeError, 'another event loop reader'):
+                await buf.async_reader().read(1)
+            self.w.later(buf, ('write', b'ok'))
+            self.assertEqual(await first, b'ok')
+        self.go(t)
+
     def test_many_buffers_one_loop(self):
         bufs = [self.new() for _ in range(200)]
 
