@@ -9,6 +9,8 @@
 -include_lib("kernel/include/logger.hrl").
 
 -define(CRLF, "\r\n").
+-define(LINGER_QUIET, 2000).
+-define(LINGER_MAX, 30000).
 
 %% @doc Entry point of the connection process (spawned by an acceptor).
 -spec init(gen_tcp:socket(), map()) -> ok.
@@ -400,11 +402,14 @@ fail(#{socket := Sock}, Status, Why, Method) ->
 lingering_close(Sock) ->
     _ = gen_tcp:shutdown(Sock, write),
     _ = inet:setopts(Sock, [{active, false}]),
-    Deadline = erlang:monotonic_time(millisecond) + 2000,
+    Deadline = erlang:monotonic_time(millisecond) + ?LINGER_MAX,
     linger(Sock, Deadline, 16 bsl 20).
 
+%% Until the client has been quiet for ?LINGER_QUIET ms (not a fixed time
+%% from the close: a client still sending a big body on a busy machine
+%% would be reset part way), at most ?LINGER_MAX ms and 16 MiB in all.
 linger(Sock, Deadline, Budget) ->
-    Left = Deadline - erlang:monotonic_time(millisecond),
+    Left = min(?LINGER_QUIET, Deadline - erlang:monotonic_time(millisecond)),
     case Left > 0 andalso Budget > 0 andalso gen_tcp:recv(Sock, 0, Left) of
         {ok, Data} -> linger(Sock, Deadline, Budget - byte_size(Data));
         _ -> gen_tcp:close(Sock)
