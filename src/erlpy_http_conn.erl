@@ -10,7 +10,9 @@
 
 -define(CRLF, "\r\n").
 
-%% @doc Entry point of the connection process (spawned by an acceptor).
+%% @doc Entry point of the connection process (spawned by an acceptor, which
+%% registered it with the server and then sends `go', or `refuse' when the
+%% server is full).  It unregisters itself as it ends.
 -spec init(gen_tcp:socket(), map()) -> ok.
 init(Socket, Conf) ->
     receive
@@ -19,9 +21,17 @@ init(Socket, Conf) ->
                        {ok, {Addr, Port}} -> {list_to_binary(inet:ntoa(Addr)), Port};
                        _ -> {<<>>, 0}
                    end,
-            idle(#{socket => Socket, conf => Conf, peer => Peer, received => <<>>});
+            try
+                idle(#{socket => Socket, conf => Conf, peer => Peer, received => <<>>})
+            after
+                erlpy_http_listener:unregister(Conf, self())
+            end;
         {erlpy_http, refuse} ->
             _ = gen_tcp:send(Socket, simple_response(503, <<"too many connections">>, close)),
+            gen_tcp:close(Socket);
+        {erlpy_http, stop} ->
+            %% The server stopped before this connection started.
+            erlpy_http_listener:unregister(Conf, self()),
             gen_tcp:close(Socket)
     end.
 

@@ -1,4 +1,5 @@
-%% @doc The erlpy top supervisor.
+%% @doc The erlpy top supervisor: over `erlpy_http_sup', which holds the
+%% HTTP servers started with `erlpy_http:start/1'.
 -module(erlpy_sup).
 -behaviour(supervisor).
 
@@ -12,4 +13,6 @@ start_link() ->
 %% @private
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
-    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, []}}.
+    Http = #{id => erlpy_http_sup, start => {erlpy_http_sup, start_link, []},
+             type => supervisor, shutdown => infinity},
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Http]}}.
