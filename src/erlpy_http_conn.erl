@@ -173,7 +173,7 @@ serve(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Method, Path, V
     maps:get(access_log, Conf) andalso
         ?LOG_INFO("~s ~s ~s ~b ~b ~bus",
                   [Addr, Method, Path, maps:get(status, R2), maps:get(bytes, R2),
-                   erlang:monotonic_time(microsecond) - Start]),
+                   erlang:monotonic_time(microsecond) - Start], #{domain => [erlpy, access]}),
     Next = maps:get(keep_alive, R2) andalso erlpy_http_body:drained(Pump, Input, Conf),
     case {Next, Pump} of
         {{ok, Rest}, _} ->
