@@ -104,42 +104,55 @@ serve_args(Args) ->
         throw:{usage, Why} -> {error, Why}
     end.
 
-options([], O) -> O;
-options([Opt], _) when hd(Opt) =:= $- -> throw({usage, Opt ++ " needs a value"});
-options([Opt, V | Rest], O) when Opt =:= "-b"; Opt =:= "--bind" ->
+-define(VALUED, ["-b", "--bind", "--contexts", "--threads", "--max-body", "--max-connections",
+                  "--worker-connections", "--limit-request-fields", "-t", "--timeout", "--header-timeout",
+                  "--keep-alive", "--graceful-timeout", "--python-path", "--pythonpath", "--chdir",
+                  "--access-log", "--access-logfile", "--log-level"]).
+
+options([], O) ->
+    O;
+options([Opt], O) ->
+    case lists:member(Opt, ?VALUED) of
+        true -> throw({usage, Opt ++ " needs a value"});
+        false -> option([Opt], O)
+    end;
+options(Args, O) ->
+    option(Args, O).
+
+option([Opt, V | Rest], O) when Opt =:= "-b"; Opt =:= "--bind" ->
     options(Rest, O#{binds := [V | maps:get(binds, O)]});
-options([Opt, V | Rest], O) when Opt =:= "--contexts"; Opt =:= "--threads" ->
+option([Opt, V | Rest], O) when Opt =:= "--contexts"; Opt =:= "--threads" ->
     options(Rest, O#{contexts := int(Opt, V, 1)});
-options(["--max-body", V | Rest], O) -> options(Rest, http(max_body, int("--max-body", V, 0), O));
-options([Opt, V | Rest], O) when Opt =:= "--max-connections"; Opt =:= "--worker-connections" ->
+option(["--max-body", V | Rest], O) -> options(Rest, http(max_body, int("--max-body", V, 0), O));
+option([Opt, V | Rest], O) when Opt =:= "--max-connections"; Opt =:= "--worker-connections" ->
     options(Rest, http(max_connections, int(Opt, V, 1), O));
-options(["--limit-request-fields", V | Rest], O) ->
+option(["--limit-request-fields", V | Rest], O) ->
     options(Rest, http(max_headers, int("--limit-request-fields", V, 1), O));
-options([Opt, V | Rest], O) when Opt =:= "-t"; Opt =:= "--timeout" ->
+option([Opt, V | Rest], O) when Opt =:= "-t"; Opt =:= "--timeout" ->
     options(Rest, http(body_timeout, ms(Opt, V), O));
-options(["--header-timeout", V | Rest], O) -> options(Rest, http(header_timeout, ms("--header-timeout", V), O));
-options(["--keep-alive", V | Rest], O) -> options(Rest, http(idle_timeout, ms("--keep-alive", V), O));
-options(["--graceful-timeout", V | Rest], O) ->
+option(["--header-timeout", V | Rest], O) -> options(Rest, http(header_timeout, ms("--header-timeout", V), O));
+option(["--keep-alive", V | Rest], O) -> options(Rest, http(idle_timeout, ms("--keep-alive", V), O));
+option(["--graceful-timeout", V | Rest], O) ->
     options(Rest, http(graceful_timeout, ms("--graceful-timeout", V), O));
-options(["--python-path", V | Rest], O) -> options(Rest, O#{python_path := [V | maps:get(python_path, O)]});
-options(["--pythonpath", V | Rest], O) ->
+option(["--python-path", V | Rest], O) -> options(Rest, O#{python_path := [V | maps:get(python_path, O)]});
+option(["--pythonpath", V | Rest], O) ->
     Dirs = [D || D <- string:split(V, ",", all), D =/= ""],
     options(Rest, O#{python_path := lists:reverse(Dirs) ++ maps:get(python_path, O)});
-options(["--chdir", V | Rest], O) -> options(Rest, O#{chdir := V});
-options([Opt, V | Rest], O) when Opt =:= "--access-log"; Opt =:= "--access-logfile" ->
+option(["--chdir", V | Rest], O) -> options(Rest, O#{chdir := V});
+option([Opt, V | Rest], O) when Opt =:= "--access-log"; Opt =:= "--access-logfile" ->
     options(Rest, O#{access_log := V});
-options(["--log-level", V | Rest], O) ->
+option(["--log-level", V | Rest], O) ->
     Level = case string:lowercase(V) of
                 L when L =:= "debug"; L =:= "info"; L =:= "warning"; L =:= "error"; L =:= "critical" ->
                     list_to_atom(L);
                 _ -> throw({usage, "--log-level: expected debug, info, warning, error or critical"})
             end,
     options(Rest, O#{log_level := Level});
-options(["-" ++ _ = Opt | _], _) ->
+option(["-" ++ _ = Opt | _], _) ->
     throw({usage, "unknown option " ++ Opt});
-options([App | Rest], #{app := undefined} = O) ->
+option([App | Rest], #{app := undefined} = O) ->
     options(Rest, O#{app := App});
-options([Extra | _], _) ->
+option([Extra | _], _) ->
     throw({usage, "unexpected argument " ++ Extra}).
 
 http(Key, Value, #{http := H} = O) ->

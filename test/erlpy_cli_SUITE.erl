@@ -33,7 +33,7 @@ def app(environ, start_response):
 
 end_per_testcase(_, Config) ->
     case file:read_file(filename:join(?config(dir, Config), "os_pid")) of
-        {ok, Pid} -> os:cmd("kill -KILL -- -" ++ binary_to_list(Pid) ++ " 2>/dev/null");
+        {ok, Pid} -> os:cmd("/bin/kill -KILL -- -" ++ binary_to_list(Pid) ++ " 2>/dev/null");
         {error, _} -> ok
     end,
     Config.
@@ -149,10 +149,13 @@ start(Config, Args) ->
     #{port => Port, os_pid => OsPid}.
 
 %% Starts `serve cli_app:app'; returns once it listens, with its ports.
-serve(Config, Args) ->
+serve(Config, Args0) ->
+    Args = case lists:member("--bind", Args0) of
+               true -> Args0;
+               false -> ["--bind", "127.0.0.1:0" | Args0]
+           end,
     Server = start(Config, ["serve", "cli_app:app" | Args]),
-    Binds = length([x || "--bind" <- Args]),
-    {Server, ports(Server, max(Binds, 1), <<>>)}.
+    {Server, ports(Server, length([x || "--bind" <- Args]), <<>>)}.
 
 ports(#{port := Port} = Server, N, Acc) ->
     case re:run(Acc, "listening at http://[^:]+:([0-9]+)/", [global, {capture, all_but_first, list}]) of

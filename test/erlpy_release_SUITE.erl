@@ -19,7 +19,7 @@ end_per_testcase(_, Config) ->
     %% Whatever is left of a release started here goes, by process group
     %% (a port program leads its own session and group).
     case file:read_file(filename:join(?config(priv_dir, Config), "os_pid")) of
-        {ok, Pid} -> os:cmd("kill -KILL -- -" ++ binary_to_list(Pid) ++ " 2>/dev/null");
+        {ok, Pid} -> os:cmd("/bin/kill -KILL -- -" ++ binary_to_list(Pid) ++ " 2>/dev/null");
         {error, _} -> ok
     end,
     Config.
