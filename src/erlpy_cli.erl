@@ -182,6 +182,7 @@ app_name(App) ->
 
 %% ------------------------------------------------------------------ serving
 
+-spec serve(opts()) -> no_return().
 serve(#{app := App0, binds := Binds, http := Http, contexts := Contexts} = Opts) ->
     App = case string:find(App0, ":") of nomatch -> App0 ++ ":application"; _ -> App0 end,
     Addrs = [address(B) || B <- Binds],
@@ -249,6 +250,7 @@ address(Bind) ->
 shown(Ip, Host) when tuple_size(Ip) =:= 8 -> "[" ++ Host ++ "]";
 shown(_, Host) -> Host.
 
+-spec bad_bind(string()) -> no_return().
 bad_bind(Bind) ->
     fail(?USAGE_ERROR, "--bind ~ts: expected HOST:PORT, [IPV6]:PORT or HOST", [Bind]).
 

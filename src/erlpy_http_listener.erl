@@ -81,7 +81,7 @@ terminate(Reason, #{listen := Listen, conns := Conns, graceful_timeout := Timeou
     _ = gen_tcp:close(Listen),
     Pids = [Pid || {Pid} <- ets:tab2list(Conns)],
     Monitors = maps:from_list([{erlang:monitor(process, Pid), Pid} || Pid <- Pids]),
-    [Pid ! {erlpy_http, stop} || Pid <- Pids],
+    lists:foreach(fun(Pid) -> Pid ! {erlpy_http, stop} end, Pids),
     Deadline = case Timeout of
                    infinity -> infinity;
                    _ -> erlang:monotonic_time(millisecond) + Timeout
@@ -101,6 +101,5 @@ drain(Monitors, Deadline) ->
         {'DOWN', Ref, process, _, _} when is_map_key(Ref, Monitors) ->
             drain(maps:remove(Ref, Monitors), Deadline)
     after Left ->
-            [exit(Pid, kill) || Pid <- maps:values(Monitors)],
-            ok
+            lists:foreach(fun(Pid) -> exit(Pid, kill) end, maps:values(Monitors))
     end.

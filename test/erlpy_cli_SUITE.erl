@@ -103,7 +103,7 @@ sigint_finishes_in_flight(Config) ->
 %% A signal to the whole process group reaches the script and the node: it
 %% counts once (a graceful stop), not twice (a stop at once).
 group_sigterm_counts_once(Config) ->
-    graceful(Config, fun(#{os_pid := Pid}) -> os:cmd("kill -TERM -- -" ++ integer_to_list(Pid)) end).
+    graceful(Config, fun(#{os_pid := Pid}) -> os:cmd("/bin/kill -TERM -- -" ++ integer_to_list(Pid)) end).
 
 second_signal_stops_at_once(Config) ->
     {Server, [Port]} = serve(Config, []),
@@ -141,9 +141,13 @@ erlpy() ->
 run(Config, Args) ->
     wait_exit(start(Config, Args)).
 
+%% Through env(1), which execs it with SIGINT's default disposition: a
+%% test runner started in the background has it ignored, and a shell
+%% cannot trap a signal ignored when it started.
 start(Config, Args) ->
-    Port = open_port({spawn_executable, erlpy()},
-                     [{args, Args}, {cd, ?config(dir, Config)}, exit_status, stderr_to_stdout, binary]),
+    Port = open_port({spawn_executable, os:find_executable("env")},
+                     [{args, ["--default-signal=INT", erlpy() | Args]}, {cd, ?config(dir, Config)},
+                      exit_status, stderr_to_stdout, binary]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     ok = file:write_file(filename:join(?config(dir, Config), "os_pid"), integer_to_list(OsPid)),
     #{port => Port, os_pid => OsPid}.
