@@ -9,7 +9,7 @@ REBAR ?= rebar3
 FUZZ_SECONDS ?= 20
 ERL_PATH := -pa _build/default/lib/erlpy/ebin
 
-.PHONY: all setup build run demo test test-c test-ct dialyzer bench bench-call bench-buffer bench-wsgi clean
+.PHONY: all setup build run demo test test-c test-ct test-pythons dialyzer bench bench-call bench-buffer bench-wsgi clean
 
 all: build
 
@@ -30,7 +30,7 @@ run: build
 demo: build
 	@escript examples/demo.escript
 
-test: build test-c test-ct dialyzer
+test: build test-c test-ct test-pythons dialyzer
 	@echo "make test: all suites passed"
 
 test-c:
@@ -38,6 +38,18 @@ test-c:
 
 test-ct: build
 	$(REBAR) ct --readable true
+
+# The CT suites again against each other Python present: pyenv's 3.12+ builds
+# with a shared libpython (EXTRA_PYTHONS= to skip, or a list of your own).
+# c_src builds a NIF per Python; the default one is put back afterwards.
+PYENV_ROOT_DIR := $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
+EXTRA_PYTHONS ?= $(foreach p,$(wildcard $(PYENV_ROOT_DIR)/versions/3.1[2-9]*/bin/python3),$(if $(wildcard $(dir $(p))../lib/libpython3.*.so),$(p)))
+
+test-pythons: build
+	@status=0; for py in $(EXTRA_PYTHONS); do \
+	  echo "make test: CT suites on $$py"; \
+	  PYTHON=$$py $(REBAR) ct --readable true || status=1; \
+	done; $(REBAR) compile >/dev/null; exit $$status
 
 dialyzer: build
 	$(REBAR) dialyzer

@@ -3,7 +3,13 @@
  *
  * Waits and big copies happen with the GIL released (Py_BEGIN_ALLOW_THREADS);
  * small reads that can be served at once keep it.  The stream's lock is taken
- * only inside stream.c, so the GIL is never requested while holding it. */
+ * only inside stream.c, so the GIL is never requested while holding it.
+ *
+ * Public CPython API only.  _PyBytes_Resize, despite its underscore, is the
+ * documented way to grow or shrink a new bytes object in place (C API
+ * reference, "Bytes Objects"; present in 3.11-3.14); its planned successor,
+ * PyBytesWriter, arrives only in 3.15. */
+#include <limits.h>
 #include <string.h>
 
 #include "buffer_nif.h"
@@ -618,13 +624,25 @@ static PyObject *pb_seek(pybuffer_t *self, PyObject *const *args, Py_ssize_t nar
 {
     long long offset;
     int whence = 0;
-    if (!_PyArg_CheckPositional("seek", nargs, 1, 2))
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "seek expected %s %d argument%s, got %zd",
+                     nargs < 1 ? "at least" : "at most", nargs < 1 ? 1 : 2,
+                     nargs < 1 ? "" : "s", nargs);
         return NULL;
+    }
     offset = PyLong_AsLongLong(args[0]);
     if (offset == -1 && PyErr_Occurred())
         return NULL;
-    if (nargs == 2 && (whence = _PyLong_AsInt(args[1])) == -1 && PyErr_Occurred())
-        return NULL;
+    if (nargs == 2) {
+        long w = PyLong_AsLong(args[1]);
+        if (w == -1 && PyErr_Occurred())
+            return NULL;
+        if (w < INT_MIN || w > INT_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+            return NULL;
+        }
+        whence = (int)w;
+    }
     if (check_open(self) < 0)
         return NULL;
     if (!stream_seekable(STREAM(self))) {

@@ -80,8 +80,23 @@ static PyObject *nesting_error(void)
 
 /* ---------------------------------------------------------------- Erlang -> Python */
 
+/* An int from n little-endian magnitude bytes. */
+static PyObject *long_from_magnitude(const unsigned char *bytes, size_t n)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyLong_FromUnsignedNativeBytes(bytes, n, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+#else
+    /* No public C call before 3.13: int.from_bytes does the same work. */
+    return PyObject_CallMethod((PyObject *)&PyLong_Type, "from_bytes", "y#s",
+                               (const char *)bytes, (Py_ssize_t)n, "little");
+#endif
+}
+
 static PyObject *bignum_to_py(ErlNifEnv *env, ERL_NIF_TERM term)
 {
+    ErlNifUInt64 u;
+    if (enif_get_uint64(env, term, &u))
+        return PyLong_FromUnsignedLongLong(u);
     ErlNifBinary etf;
     if (!enif_term_to_binary(env, term, &etf))
         return PyErr_NoMemory();
@@ -98,8 +113,12 @@ static PyObject *bignum_to_py(ErlNifEnv *env, ERL_NIF_TERM term)
         PyErr_SetString(PyExc_ValueError, "unexpected integer encoding");
         goto done;
     }
+    if (etf.size < hdr + 1 + n) {
+        PyErr_SetString(PyExc_ValueError, "unexpected integer encoding");
+        goto done;
+    }
     int negative = p[hdr];
-    result = _PyLong_FromByteArray(p + hdr + 1, n, 1, 0);
+    result = long_from_magnitude(p + hdr + 1, n);
     if (result && negative) {
         PyObject *neg = PyNumber_Negative(result);
         Py_DECREF(result);
@@ -300,6 +319,54 @@ PyObject *erlpy_kwargs_to_py(ErlNifEnv *env, ERL_NIF_TERM map)
 
 static conv_status_t from_py(ErlNifEnv *env, PyObject *obj, ERL_NIF_TERM *out, int depth);
 
+/* The magnitude of a non-negative int as little-endian bytes, in a buffer
+ * from PyMem_Malloc (freed by the caller); *n gets its length, without
+ * leading zero bytes. */
+static unsigned char *magnitude_bytes(PyObject *absval, size_t *n)
+{
+    unsigned char *buf = NULL;
+#if PY_VERSION_HEX >= 0x030D0000
+    const int flags = Py_ASNATIVEBYTES_LITTLE_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER;
+    Py_ssize_t need = PyLong_AsNativeBytes(absval, NULL, 0, flags);
+    if (need < 0)
+        return NULL;
+    if (!(buf = PyMem_Malloc(need > 0 ? (size_t)need : 1)))
+        return (unsigned char *)PyErr_NoMemory();
+    Py_ssize_t got = PyLong_AsNativeBytes(absval, buf, need, flags);
+    if (got < 0 || got > need) {
+        if (got >= 0)
+            PyErr_SetString(PyExc_OverflowError, "integer changed size while converting");
+        PyMem_Free(buf);
+        return NULL;
+    }
+    *n = (size_t)need;
+#else
+    /* No public C call before 3.13: int.bit_length and int.to_bytes. */
+    PyObject *bits = PyObject_CallMethod(absval, "bit_length", NULL);
+    Py_ssize_t nbits = bits ? PyLong_AsSsize_t(bits) : -1;
+    Py_XDECREF(bits);
+    if (nbits < 0)
+        return NULL;
+    Py_ssize_t need = (nbits + 7) / 8;
+    PyObject *bytes = PyObject_CallMethod(absval, "to_bytes", "ns", need, "little");
+    if (!bytes)
+        return NULL;
+    if (!PyBytes_Check(bytes) || PyBytes_GET_SIZE(bytes) != need ||
+        !(buf = PyMem_Malloc(need > 0 ? (size_t)need : 1))) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        Py_DECREF(bytes);
+        return NULL;
+    }
+    memcpy(buf, PyBytes_AS_STRING(bytes), (size_t)need);
+    Py_DECREF(bytes);
+    *n = (size_t)need;
+#endif
+    while (*n > 0 && buf[*n - 1] == 0)
+        (*n)--;
+    return buf;
+}
+
 static conv_status_t long_from_py(ErlNifEnv *env, PyObject *obj, ERL_NIF_TERM *out)
 {
     int overflow;
@@ -310,17 +377,32 @@ static conv_status_t long_from_py(ErlNifEnv *env, PyObject *obj, ERL_NIF_TERM *o
         *out = enif_make_int64(env, v);
         return CONV_OK;
     }
+    if (overflow > 0) {
+        unsigned long long u = PyLong_AsUnsignedLongLong(obj);
+        if (!(u == (unsigned long long)-1 && PyErr_Occurred())) {
+            *out = enif_make_uint64(env, u);
+            return CONV_OK;
+        }
+        PyErr_Clear(); /* past 64 bits */
+    }
     /* Build the external format of a big integer and let the VM decode it. */
     PyObject *absval = PyNumber_Absolute(obj);
     if (!absval)
         return CONV_PYERR;
-    size_t nbits = _PyLong_NumBits(absval);
-    size_t n = (nbits + 7) / 8;
-    ErlNifBinary etf;
-    if (!enif_alloc_binary(n + 7, &etf)) {
-        Py_DECREF(absval);
-        PyErr_NoMemory();
+    size_t n = 0;
+    unsigned char *mag = magnitude_bytes(absval, &n);
+    Py_DECREF(absval);
+    if (!mag)
         return CONV_PYERR;
+    conv_status_t status = CONV_PYERR;
+    ErlNifBinary etf;
+    if (n > 0xFFFFFFFFu) {
+        PyErr_SetString(PyExc_OverflowError, "integer too large for the Erlang VM");
+        goto done;
+    }
+    if (!enif_alloc_binary(n + 7, &etf)) {
+        PyErr_NoMemory();
+        goto done;
     }
     unsigned char *p = etf.data;
     p[0] = ETF_VERSION;
@@ -330,18 +412,14 @@ static conv_status_t long_from_py(ErlNifEnv *env, PyObject *obj, ERL_NIF_TERM *o
     p[4] = (unsigned char)(n >> 8);
     p[5] = (unsigned char)n;
     p[6] = overflow < 0;
-#if PY_VERSION_HEX >= 0x030D0000
-    int rc = _PyLong_AsByteArray((PyLongObject *)absval, p + 7, n, 1, 0, 1);
-#else
-    int rc = _PyLong_AsByteArray((PyLongObject *)absval, p + 7, n, 1, 0);
-#endif
-    Py_DECREF(absval);
-    conv_status_t status = CONV_PYERR;
-    if (rc == 0 && enif_binary_to_term(env, p, etf.size, out, ERL_NIF_BIN2TERM_SAFE) > 0)
+    memcpy(p + 7, mag, n);
+    if (enif_binary_to_term(env, p, etf.size, out, ERL_NIF_BIN2TERM_SAFE) > 0)
         status = CONV_OK;
-    else if (rc == 0)
+    else
         PyErr_SetString(PyExc_OverflowError, "integer too large for the Erlang VM");
     enif_release_binary(&etf);
+done:
+    PyMem_Free(mag);
     return status;
 }
 

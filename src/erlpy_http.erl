@@ -25,6 +25,7 @@
                      max_unread => pos_integer(),
                      min_body_rate => non_neg_integer(),
                      access_log => boolean(),
+                     python_logging => boolean(),
                      graceful_timeout => timeout(),
                      name => atom()}.
 -type server() :: pid() | atom().

@@ -48,6 +48,8 @@ start_link(Conf) ->
 init(Conf) ->
     %% Trapping exits makes the supervisor's shutdown run terminate/2.
     process_flag(trap_exit, true),
+    %% Python's logging to the Erlang logger (docs/wsgi.md), unless refused.
+    _ = maps:get(python_logging, Conf, true) andalso erlpy_python_log:install(),
     {ok, Conf}.
 
 %% @private

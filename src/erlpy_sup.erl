@@ -13,6 +13,7 @@ start_link() ->
 %% @private
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
+    PythonLog = #{id => erlpy_python_log, start => {erlpy_python_log, start_link, []}},
     Http = #{id => erlpy_http_sup, start => {erlpy_http_sup, start_link, []},
              type => supervisor, shutdown => infinity},
-    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Http]}}.
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [PythonLog, Http]}}.

@@ -66,11 +66,21 @@ floats_special(_) ->
     ?assertEqual({ok, [nan, inf, neg_inf]}, py:eval(<<"[float('nan'), float('inf'), -float('inf')]">>)).
 
 big_integers(_) ->
-    Ints = [1 bsl 64, -(1 bsl 64), (1 bsl 1000) + 7, -(1 bsl 4000) - 3, 123456789012345678901234567890],
+    %% Around each boundary the conversion changes path at: 64-bit signed,
+    %% 64-bit unsigned, bignum.
+    Ints = [(1 bsl 63) - 1, 1 bsl 63, -(1 bsl 63), -(1 bsl 63) - 1, (1 bsl 64) - 1,
+            1 bsl 64, -(1 bsl 64), (1 bsl 64) + 1, -(1 bsl 64) + 1, (1 bsl 128) - 1, 1 bsl 128,
+            (1 bsl 1000) + 7, -(1 bsl 4000) - 3, 123456789012345678901234567890],
     [?assertEqual({ok, I}, py:eval(<<"x">>, #{x => I})) || I <- Ints],
     [?assertEqual({ok, integer_to_binary(I)}, py:eval(<<"str(x)">>, #{x => I})) || I <- Ints],
     ?assertEqual({ok, 1 bsl 200}, py:eval(<<"2 ** 200">>)),
-    ?assertEqual({ok, -(1 bsl 200)}, py:eval(<<"-(2 ** 200)">>)).
+    ?assertEqual({ok, -(1 bsl 200)}, py:eval(<<"-(2 ** 200)">>)),
+    ?assertEqual({ok, (1 bsl 64) - 1}, py:eval(<<"2 ** 64 - 1">>)),
+    ?assertEqual({ok, -(1 bsl 64) + 1}, py:eval(<<"-(2 ** 64) + 1">>)),
+    ?assertEqual({ok, 1 bsl 64}, py:eval(<<"2 ** 64">>)),
+    ?assertEqual({ok, 255 bsl 64}, py:eval(<<"255 << 64">>)),
+    %% An int subclass converts by its value.
+    ?assertEqual({ok, 1 bsl 70}, py:eval(<<"type('I', (int,), {})(2 ** 70)">>)).
 
 opaque_handles(_) ->
     {ok, H} = py:call(bridge_helpers, make_tracked, [41]),

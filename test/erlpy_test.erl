@@ -1,6 +1,7 @@
 %% Helpers shared by the Common Test suites.
 -module(erlpy_test).
--export([start/1, stop/1, wait_until/1, wait_until/2, python_dir/0, rss/0]).
+-export([start/1, stop/1, wait_until/1, wait_until/2, python_dir/0, rss/0,
+         need_python_module/2, python_version/0]).
 
 %% Starts erlpy with test/python on sys.path.
 start(Config) ->
@@ -34,3 +35,23 @@ rss() ->
     [_, Rest] = binary:split(Status, <<"VmRSS:">>),
     [Kb | _] = string:lexemes(Rest, " \t\n"),
     binary_to_integer(Kb) * 1024.
+
+%% Config when the embedded Python imports Module, else {skip, Reason} naming
+%% the module and the Python: for init_per_testcase of a test that needs a
+%% package some Pythons lack (Flask, hypothesis).
+need_python_module(Module, Config) ->
+    case py:call(importlib, import_module, [Module]) of
+        {ok, _} ->
+            Config;
+        {error, {python, <<"ModuleNotFoundError">>, _, _}} ->
+            {skip, lists:flatten(io_lib:format("~s not importable on Python ~s",
+                                               [Module, python_version()]))};
+        Other ->
+            %% Present but broken is a failure, not a skip.
+            ct:fail({cannot_import, Module, Other})
+    end.
+
+%% "3.13.0": the embedded Python's version.
+python_version() ->
+    {ok, V} = py:eval(<<"'.'.join(map(str, __import__('sys').version_info[:3]))">>),
+    binary_to_list(V).

@@ -42,6 +42,11 @@ init_per_suite(Config) ->
 end_per_suite(Config) ->
     erlpy_test:stop(Config).
 
+init_per_testcase(model_pybuffer_against_bytesio, Config) ->
+    case erlpy_test:need_python_module(hypothesis, Config) of
+        {skip, _} = Skip -> Skip;
+        _ -> [{writer, start_writer()} | Config]
+    end;
 init_per_testcase(_Case, Config) ->
     Writer = start_writer(),
     [{writer, Writer} | Config].

@@ -490,6 +490,21 @@ class FileBehaviour:
                 self.assertEqual(f.seek(-n, io.SEEK_END), 0)
                 self.assertEqual(f.readline(), LINES[0])
 
+    def test_seek_argument_errors(self):
+        # io's wording, from public C API calls (3.13 removed the private ones)
+        f = self.make([TEXT])
+        with self.assertRaisesRegex(TypeError, r"^seek expected at least 1 argument, got 0$"):
+            f.seek()
+        with self.assertRaisesRegex(TypeError, r"^seek expected at most 2 arguments, got 3$"):
+            f.seek(0, 1, 2)
+        with self.assertRaises(OverflowError):
+            f.seek(0, 2 ** 40)
+        with self.assertRaises(TypeError):
+            f.seek("x")
+        with self.assertRaises(TypeError):
+            f.seek(0, 1.0)
+        self.assertEqual(f.tell(), 0)
+
     def test_seek_past_end(self):
         n = len(TEXT)
         f = self.make([TEXT])

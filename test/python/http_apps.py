@@ -160,4 +160,15 @@ def make_flask_app():
     return validator(hide_terminated)
 
 
-flask_app = make_flask_app()
+_flask_app = None
+
+
+def __getattr__(name):
+    # flask_app is made on first use, so this module imports on a Python
+    # without Flask (the Flask tests are skipped there).
+    global _flask_app
+    if name == "flask_app":
+        if _flask_app is None:
+            _flask_app = make_flask_app()
+        return _flask_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
