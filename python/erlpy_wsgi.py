@@ -28,8 +28,8 @@ LOG = erlang.Atom("wsgi_log")
 
 _apps = {}
 _STATUS = re.compile(r"[2-5][0-9][0-9] [^\r\n\0]*\Z")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
-_BAD_VALUE = re.compile(r"[\r\n\0]")
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_BAD_VALUE = re.compile(rb"[\r\n\0]")
 
 
 def load_app(spec):
@@ -87,6 +87,14 @@ class FileWrapper:
             yield block
 
 
+def _latin1(text, what, name):
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError("response %s %r has a character above U+00FF: "
+                         "PEP 3333 allows ISO-8859-1 only" % (what, name)) from None
+
+
 class Response:
     """start_response, write() and the body stream of one request."""
 
@@ -111,13 +119,19 @@ class Response:
             raise TypeError("status must be str")
         if not _STATUS.match(status):
             raise ValueError("status must be 'NNN Reason' with NNN from 200 to 599: %r" % status)
+        # PEP 3333: the status and headers are ISO-8859-1 text, and go out
+        # as those bytes; a character above U+00FF has no byte.
+        status = _latin1(status, "status", status)
+        encoded = []
         for name, value in headers:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise TypeError("header names and values must be str")
+            n, v = _latin1(name, "header", name), _latin1(value, "header", name)
             # No response splitting: names are tokens, values one line.
-            if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+            if not _TOKEN.match(n) or _BAD_VALUE.search(v):
                 raise ValueError("invalid response header %r: %r" % (name, value))
-        self.status, self.headers = status, list(headers)
+            encoded.append((n, v))
+        self.status, self.headers = status, encoded
         return self.write
 
     def send_headers(self, first=b""):

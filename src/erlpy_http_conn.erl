@@ -63,13 +63,17 @@ request(#{socket := Sock, conf := #{header_timeout := HT}} = S) ->
     case request_line(S, Deadline) of
         {ok, {Method, Target, Version}, Headers, S2} -> dispatch(S2, Method, Target, Version, Headers);
         {error, Status, Why} -> fail(S, Status, Why);
+        {error, Status, Why, Method} -> fail(S, Status, Why, Method);
         closed -> gen_tcp:close(Sock)
     end.
 
 request_line(#{received := Bytes} = S, Deadline) ->
     case erlang:decode_packet(http_bin, Bytes, [{packet_size, line_limit(S)}]) of
         {ok, {http_request, Method, Target, Version}, Rest} ->
-            headers(S#{received := Rest}, Deadline, {method(Method), Target, Version}, [], 0, 0);
+            case headers(S#{received := Rest}, Deadline, {method(Method), Target, Version}, [], 0, 0) of
+                {error, Status, Why} -> {error, Status, Why, method(Method)};
+                Result -> Result
+            end;
         {ok, {http_error, Blank}, Rest} when Blank =:= <<"\r\n">>; Blank =:= <<"\n">> ->
             %% RFC 9112 2.2: empty lines before a request line are ignored.
             request_line(S#{received := Rest}, Deadline);
@@ -92,9 +96,12 @@ headers(#{received := Bytes, conf := Conf} = S, Deadline, Line, Acc, Count, Size
             %% RFC 9112 5.2: a value folded over lines (obs-fold) is
             %% rejected, not unfolded: a proxy in front may not unfold it.
             Folded = binary:match(Value, <<"\n">>) =/= nomatch,
+            %% RFC 9110 5.5: CR and NUL in a value are rejected too.
+            BadByte = binary:match(Value, [<<"\r">>, <<0>>]) =/= nomatch,
             if
                 N =:= <<>> -> {error, 400, <<"empty header name">>};
                 Folded -> {error, 400, <<"folded header line">>};
+                BadByte -> {error, 400, <<"CR or NUL in a header value">>};
                 Count + 1 > MaxCount -> {error, 431, <<"too many header fields">>};
                 Size2 > MaxSize -> {error, 431, <<"header section too large">>};
                 true -> headers(S#{received := Rest}, Deadline, Line, [{N, Value} | Acc], Count + 1, Size2)
@@ -132,15 +139,15 @@ dispatch(S, Method, Target, Version, Headers) ->
     Expect = [lower(V) || {<<"expect">>, V} <- Lower],
     if
         Version =/= {1, 1}, Version =/= {1, 0} ->
-            fail(S, 505, <<"HTTP version not supported">>);
+            fail(S, 505, <<"HTTP version not supported">>, Method);
         Path =:= error ->
-            fail(S, 400, <<"bad request target">>);
+            fail(S, 400, <<"bad request target">>, Method);
         Version =:= {1, 1} ->
             case [H || {<<"host">>, H} <- Lower] of
-                [] -> fail(S, 400, <<"missing Host header">>);
-                [_, _ | _] -> fail(S, 400, <<"more than one Host header">>);
+                [] -> fail(S, 400, <<"missing Host header">>, Method);
+                [_, _ | _] -> fail(S, 400, <<"more than one Host header">>, Method);
                 [_] when Expect =/= [], Expect =/= [<<"100-continue">>] ->
-                    fail(S, 417, <<"unsupported expectation">>);
+                    fail(S, 417, <<"unsupported expectation">>, Method);
                 [_] -> with_framing(S, Method, Path, Version, Headers, Lower, Expect =/= [])
             end;
         true ->
@@ -151,7 +158,7 @@ dispatch(S, Method, Target, Version, Headers) ->
 with_framing(S, Method, Path, Version, Headers, Lower, Expect) ->
     case framing(Lower, S) of
         {ok, Framing} -> serve(S, Method, Path, Version, Headers, Lower, Framing, Expect);
-        {error, Status, Why} -> fail(S, Status, Why)
+        {error, Status, Why} -> fail(S, Status, Why, Method)
     end.
 
 serve(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Method, Path, Version, Headers,
@@ -160,7 +167,7 @@ serve(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Method, Path, V
     {Input, Pump, Kept} = erlpy_http_body:start(Sock, Framing, maps:get(received, S),
                                                 Conf#{expect => Expect}),
     Environ = py_wsgi:environ(#{method => Method, path => Path, version => Version,
-                                headers => Headers, server_name => server_name(Lower),
+                                headers => Headers, server_name => server_name(Lower, Sock),
                                 server_port => maps:get(port, Conf), remote_addr => Addr,
                                 remote_port => Port}),
     R0 = #{sock => Sock, version => Version, head => Method =:= <<"HEAD">>,
@@ -210,46 +217,73 @@ respond({body, Chunk}, #{sock := Sock, pending := Pending} = R) ->
         Error -> Error
     end.
 
-start_response(Status, Headers, #{version := Version, keep_alive := KA0, head := Head} = R) ->
+start_response(Status, AppHeaders, #{version := Version, keep_alive := KA0, head := Head} = R) ->
     Code = status_code(Status),
+    Lowered = [{lower(N), N, V} || {N, V} <- AppHeaders],
     %% Answered before the app asked for the body of an `Expect:
     %% 100-continue' request: the client may never send it, so the body's
     %% end cannot be found; the connection closes after this response.
-    KA = KA0 andalso not maps:get(expect, R),
-    Lower = [lower(N) || {N, _} <- Headers],
-    NoBody = Head orelse Code < 200 orelse Code =:= 204 orelse Code =:= 304,
-    CLs = lists:usort([string:trim(V) || {N, V} <- lists:zip(Lower, [V0 || {_, V0} <- Headers]),
-                                         N =:= <<"content-length">>]),
+    %% The app's own `Connection: close' makes it the last one too.
+    KA = KA0 andalso not maps:get(expect, R)
+        andalso not has_token(<<"connection">>, <<"close">>, [{L, V} || {L, _, V} <- Lowered]),
+    %% The app's hop-by-hop fields are dropped (the framing and the
+    %% connection are the server's), so is any Date after its first.
+    Headers = first_only(<<"date">>, [H || {L, _, _} = H <- Lowered, not hop_by_hop(L)]),
+    %% The app's length: one value of digits (SP/HTAB around it allowed).
+    Length = case lists:usort([trim(V) || {<<"content-length">>, _, V} <- Headers]) of
+                 [] -> none;
+                 [CL] -> case is_digits(CL) of true -> binary_to_integer(CL); false -> bad end;
+                 [_, _ | _] -> bad
+             end,
     {Framing, Left, KA2, Extra} =
-        case CLs of
-            [CL] when not NoBody; Code =/= 304 ->
-                case is_digits(CL) of
-                    true -> {length, binary_to_integer(CL), KA, []};
-                    %% A bad length from the app: deliver, then close.
-                    false -> {close, infinity, false, []}
-                end;
-            [_, _ | _] ->
-                {close, infinity, false, []};
-            _ when NoBody ->
-                {length, 0, KA, []};
-            [] when Version =:= {1, 1} ->
-                {chunked, infinity, KA, [{<<"Transfer-Encoding">>, <<"chunked">>}]};
-            [] ->
-                {close, infinity, false, []}
+        if
+            %% Never a body (RFC 9110 6.4.1): whatever the app sends is cut.
+            Code < 200; Code =:= 204; Code =:= 304 -> {length, 0, KA, []};
+            %% For HEAD, the length the body would have; none is sent.
+            is_integer(Length) -> {length, Length, KA, []};
+            %% A bad length from the app: deliver, then close.
+            Length =:= bad -> {close, infinity, false, []};
+            Head -> {length, 0, KA, []};
+            Version =:= {1, 1} -> {chunked, infinity, KA, [{<<"Transfer-Encoding">>, <<"chunked">>}]};
+            true -> {close, infinity, false, []}
         end,
     Conn = case {Version, KA2} of
                {_, false} -> [{<<"Connection">>, <<"close">>}];
                {{1, 0}, true} -> [{<<"Connection">>, <<"keep-alive">>}];
                _ -> []
            end,
-    %% Content-Length values we could not use (bad, conflicting) are dropped.
-    Sent = case {Framing, CLs} of
-               {close, [_ | _]} -> [H || {H, L} <- lists:zip(Headers, Lower), L =/= <<"content-length">>];
-               _ -> Headers
+    %% The app's Content-Length goes out once, if valid, never in a 1xx or
+    %% 204 (RFC 9110 8.6).
+    Sent = [{N, V} || {_, N, V} <- case is_integer(Length) andalso Code >= 200 andalso Code =/= 204 of
+                                      true -> first_only(<<"content-length">>, Headers);
+                                      false -> [H || {L, _, _} = H <- Headers, L =/= <<"content-length">>]
+                                  end],
+    Date = case lists:keymember(<<"date">>, 1, Headers) of
+               true -> [];
+               false -> [http_date()]
            end,
     Head1 = [<<"HTTP/1.1 ">>, Status, ?CRLF,
-             [[N, <<": ">>, V, ?CRLF] || {N, V} <- Sent ++ Extra ++ Conn ++ [http_date()]], ?CRLF],
+             [[N, <<": ">>, V, ?CRLF] || {N, V} <- Sent ++ Extra ++ Conn ++ Date], ?CRLF],
     R#{status := Code, framing := Framing, left := Left, keep_alive := KA2, pending := Head1}.
+
+%% Hop-by-hop fields (RFC 9110 7.6.1): gunicorn's list (wsgiref's, from
+%% RFC 2616 13.5.1) and the Proxy-Connection, Trailer of RFC 9110 7.6.
+hop_by_hop(<<"connection">>) -> true;
+hop_by_hop(<<"keep-alive">>) -> true;
+hop_by_hop(<<"proxy-connection">>) -> true;
+hop_by_hop(<<"proxy-authenticate">>) -> true;
+hop_by_hop(<<"proxy-authorization">>) -> true;
+hop_by_hop(<<"te">>) -> true;
+hop_by_hop(<<"trailer">>) -> true;
+hop_by_hop(<<"trailers">>) -> true;
+hop_by_hop(<<"transfer-encoding">>) -> true;
+hop_by_hop(<<"upgrade">>) -> true;
+hop_by_hop(_) -> false.
+
+%% The app's first field of that (lowercase) name, if it sent more than one.
+first_only(Name, [{Name, _, _} = First | Rest]) -> [First | [H || {L, _, _} = H <- Rest, L =/= Name]];
+first_only(Name, [H | Rest]) -> [H | first_only(Name, Rest)];
+first_only(_Name, []) -> [].
 
 frame(Chunk, #{framing := chunked} = R) ->
     {[integer_to_binary(byte_size(Chunk), 16), ?CRLF, Chunk, ?CRLF], R};
@@ -290,7 +324,8 @@ finish({error, {app_error, Reason}, Sent}, #{sock := Sock} = R, Pump) ->
                               timeout -> {408, <<"request body timeout">>};
                               _ -> {500, <<"internal server error">>}
                           end,
-            _ = gen_tcp:send(Sock, simple_response(Code, Why, close)),
+            Method = case map_get(head, R) of true -> <<"HEAD">>; false -> none end,
+            _ = gen_tcp:send(Sock, simple_response(Code, Why, close, Method)),
             R#{keep_alive := false, status := Code}
     end.
 
@@ -299,8 +334,13 @@ log_app_error({python, Type, Msg, Tb}, BodyError) when BodyError =:= none ->
 log_app_error(Reason, BodyError) ->
     ?LOG_WARNING("WSGI request failed: ~p (request body: ~p)", [Reason, BodyError]).
 
-fail(#{socket := Sock}, Status, Why) ->
-    _ = gen_tcp:send(Sock, simple_response(Status, Why, close)),
+fail(S, Status, Why) ->
+    fail(S, Status, Why, none).
+
+%% Answers a request the server refuses (the method when it is known: a
+%% response to HEAD has no body).
+fail(#{socket := Sock}, Status, Why, Method) ->
+    _ = gen_tcp:send(Sock, simple_response(Status, Why, close, Method)),
     lingering_close(Sock).
 
 %% Closing with unread request bytes makes the kernel reset the connection,
@@ -320,10 +360,18 @@ linger(Sock, Deadline, Budget) ->
     end.
 
 simple_response(Code, Why, close) ->
+    simple_response(Code, Why, close, none).
+
+%% A response the server makes itself; it has a Date, as every response
+%% from a server with a clock (RFC 9110 6.6.1).
+simple_response(Code, Why, close, Method) ->
     Body = <<Why/binary, "\n">>,
+    {_, Date} = http_date(),
     [<<"HTTP/1.1 ">>, integer_to_binary(Code), $\s, reason(Code), ?CRLF,
+     <<"Date: ">>, Date, ?CRLF,
      <<"Content-Type: text/plain\r\nConnection: close\r\nContent-Length: ">>,
-     integer_to_binary(byte_size(Body)), ?CRLF, ?CRLF, Body].
+     integer_to_binary(byte_size(Body)), ?CRLF, ?CRLF,
+     case Method of <<"HEAD">> -> <<>>; _ -> Body end].
 
 reason(400) -> <<"Bad Request">>;
 reason(408) -> <<"Request Timeout">>;
@@ -358,19 +406,19 @@ keep_alive(_, _, _) -> false.
 
 has_token(Name, Token, Lower) ->
     lists:any(fun({N, V}) when N =:= Name ->
-                      lists:member(Token, [lower(string:trim(T)) || T <- binary:split(V, <<",">>, [global])]);
+                      lists:member(Token, [lower(trim(T)) || T <- binary:split(V, <<",">>, [global])]);
                  (_) -> false
               end, Lower).
 
 %% Request body framing (RFC 9112 6.3): chunked, a length, or none.
 framing(Lower, #{conf := #{max_body := Max}}) ->
     TE = [V || {<<"transfer-encoding">>, V} <- Lower],
-    CL = lists:usort([string:trim(V, both, " \t") || {<<"content-length">>, V} <- Lower]),
+    CL = lists:usort([trim(V) || {<<"content-length">>, V} <- Lower]),
     case {TE, CL} of
         {[], []} -> {ok, none};
         {[_ | _], [_ | _]} -> {error, 400, <<"both Transfer-Encoding and Content-Length">>};
         {[_ | _], []} ->
-            Codings = [lower(string:trim(C, both, " \t"))
+            Codings = [lower(trim(C))
                        || V <- TE, C <- binary:split(V, <<",">>, [global])],
             case lists:reverse(Codings) of
                 [<<"chunked">>] -> {ok, chunked};
@@ -397,13 +445,53 @@ framing(Lower, #{conf := #{max_body := Max}}) ->
 lower(B) ->
     << <<(if C >= $A, C =< $Z -> C + 32; true -> C end)>> || <<C>> <= B >>.
 
+%% Field values are bytes, not UTF-8 (obs-text is any byte from 0x80):
+%% never `string:' functions on them, they raise on invalid UTF-8.  This
+%% removes the optional whitespace (SP, HTAB) around a value or list item.
+trim(B) ->
+    trim_trailing(trim_leading(B)).
+
+trim_leading(<<C, Rest/binary>>) when C =:= $\s; C =:= $\t -> trim_leading(Rest);
+trim_leading(B) -> B.
+
+trim_trailing(B) ->
+    case byte_size(B) of
+        0 -> B;
+        N ->
+            case binary:last(B) of
+                C when C =:= $\s; C =:= $\t -> trim_trailing(binary:part(B, 0, N - 1));
+                _ -> B
+            end
+    end.
+
 is_digits(<<>>) -> false;
 is_digits(B) -> lists:all(fun(C) -> C >= $0 andalso C =< $9 end, binary_to_list(B)).
 
-server_name(Lower) ->
+%% SERVER_NAME: the host the client asked for, from Host without its
+%% port (an IPv6 literal keeps its brackets, RFC 3875 4.1.14); without a
+%% Host, the address the client connected to, as gunicorn gives the
+%% address it listens on.
+server_name(Lower, Sock) ->
     case lists:keyfind(<<"host">>, 1, Lower) of
-        {_, Host} -> hd(binary:split(Host, <<":">>));
-        false -> <<"localhost">>
+        {_, Host} -> host_name(trim(Host), Sock);
+        false -> local_name(Sock)
+    end.
+
+host_name(<<>>, Sock) ->
+    local_name(Sock);
+host_name(<<$[, _/binary>> = Host, _Sock) ->
+    case binary:match(Host, <<"]">>) of
+        {End, 1} -> binary:part(Host, 0, End + 1);
+        nomatch -> Host
+    end;
+host_name(Host, _Sock) ->
+    hd(binary:split(Host, <<":">>)).
+
+local_name(Sock) ->
+    case inet:sockname(Sock) of
+        {ok, {Addr, _}} when tuple_size(Addr) =:= 8 -> iolist_to_binary(["[", inet:ntoa(Addr), "]"]);
+        {ok, {Addr, _}} -> list_to_binary(inet:ntoa(Addr));
+        _ -> <<"localhost">>
     end.
 
 status_code(<<A, B, C, _/binary>>) when A >= $1, A =< $5, B >= $0, B =< $9, C >= $0, C =< $9 ->
