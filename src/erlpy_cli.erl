@@ -14,6 +14,13 @@
 -define(APP_ERROR, 3).
 -define(LISTEN_ERROR, 4).
 
+%% The options that take a value.
+-define(VALUED, ["-b", "--bind", "--contexts", "--threads", "--max-body", "--max-connections",
+                  "--worker-connections", "--limit-request-fields", "-t", "--timeout", "--header-timeout",
+                  "--keep-alive", "--graceful-timeout", "--python-path", "--pythonpath", "--chdir",
+                  "--access-log", "--access-logfile", "--log-level"]).
+
+
 -define(HELP, "usage: erlpy serve [OPTIONS] MODULE:CALLABLE
        erlpy --help | --version
 
@@ -103,11 +110,6 @@ serve_args(Args) ->
     catch
         throw:{usage, Why} -> {error, Why}
     end.
-
--define(VALUED, ["-b", "--bind", "--contexts", "--threads", "--max-body", "--max-connections",
-                  "--worker-connections", "--limit-request-fields", "-t", "--timeout", "--header-timeout",
-                  "--keep-alive", "--graceful-timeout", "--python-path", "--pythonpath", "--chdir",
-                  "--access-log", "--access-logfile", "--log-level"]).
 
 options([], O) ->
     O;

@@ -10,7 +10,7 @@
 
 all() ->
     [child_spec_in_user_tree, started_under_erlpy_sup, port_in_use, acceptors_restarted,
-     app_stop_finishes_in_flight, graceful_timeout_bounds_stop, stop_with_bound].
+     app_stop_finishes_in_flight, graceful_timeout_bounds_stop, stop_with_bound, start_link_then_stop].
 
 init_per_testcase(_, Config) ->
     Config2 = erlpy_test:start(Config),
@@ -107,6 +107,17 @@ stop_with_bound(_) ->
     ok = erlpy_http:stop(Server, 200),
     ?assertEqual({error, closed}, gen_tcp:recv(S, 0, 10000)),
     ?assertNot(is_process_alive(Server)).
+
+%% A server from start_link/1 is the caller's, not under erlpy_sup; stop/1
+%% stops it all the same, and the caller (linked) lives on.
+start_link_then_stop(_) ->
+    {ok, Server} = erlpy_http:start_link(#{app => <<"http_apps:app">>, port => 0}),
+    ?assertEqual([], supervisor:which_children(erlpy_http_sup)),
+    Port = erlpy_http:port(Server),
+    ?assertEqual("Hello, World!", get(Port, "/hello")),
+    ok = erlpy_http:stop(Server),
+    ?assertNot(is_process_alive(Server)),
+    ?assertEqual({error, econnrefused}, gen_tcp:connect({127, 0, 0, 1}, Port, [])).
 
 %% ------------------------------------------------------------------ helpers
 
