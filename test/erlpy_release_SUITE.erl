@@ -36,7 +36,33 @@ rebar3_release(Config) ->
     Run = run_dir(Config),
     Port = start(Config, filename:join([Rel, "bin", "relapp"]), ["foreground"], [{"RELAPP_DIR", Run}]),
     ?assertEqual("served by a release", get(Port, "/")),
-    sigterm_with_request_in_flight(Port, Run, "served by a release").
+    sigterm_with_request_in_flight(Port, Run, "served by a release"),
+    release_command_line(Config, Rel).
+
+%% bin/erlpy, copied into the release by a relx overlay, runs from the
+%% release's own erts and libraries.
+release_command_line(Config, Rel) ->
+    [Priv] = filelib:wildcard(filename:join([Rel, "lib", "relapp-*", "priv"])),
+    Port = open_port({spawn_executable, filename:join([Rel, "bin", "erlpy"])},
+                     [{args, ["serve", "relapp_wsgi:app", "--python-path", Priv, "--bind", "127.0.0.1:0"]},
+                      exit_status, stderr_to_stdout, binary]),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    put(os_pid, OsPid),
+    put(release, Port),
+    ok = file:write_file(filename:join(?config(priv_dir, Config), "os_pid"), integer_to_list(OsPid)),
+    Listening = fun Wait(Acc) ->
+                        case re:run(Acc, "listening at http://127.0.0.1:([0-9]+)/", [{capture, all_but_first, list}]) of
+                            {match, [P]} -> list_to_integer(P);
+                            nomatch ->
+                                receive {Port, {data, D}} -> Wait(<<Acc/binary, D/binary>>)
+                                after 60000 -> ct:fail("bin/erlpy in the release: ~s", [Acc])
+                                end
+                        end
+                end,
+    HttpPort = Listening(<<>>),
+    ?assertEqual("served by a release", get(HttpPort, "/")),
+    os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
+    ?assertEqual(0, wait_exit()).
 
 %% What erlpy needs at run time is in the release (the NIF, every Python
 %% source), and no test file is.
