@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "convert.h"
+#include "workers.h"
 
 /* ------------------------------------------------------------ Atom */
 
@@ -189,9 +190,20 @@ static PyObject *erlang_send(PyObject *module, PyObject *const *args, Py_ssize_t
     return result;
 }
 
+/* The runner's thread: a response is advanced by jobs sent back to it. */
+static PyObject *erlang_context(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyLong_FromLong(worker_context());
+}
+
 static PyMethodDef erlang_methods[] = {
     {"send", (PyCFunction)(void (*)(void))erlang_send, METH_FASTCALL,
      "send($module, pid, term, /)\n--\n\nSend term to an Erlang process, from any thread."},
+    {"context", erlang_context, METH_NOARGS,
+     "context($module, /)\n--\n\nThe number of the erlpy context (worker) running this thread, "
+     "as py:context(N) takes it; 0 on any other thread."},
     {NULL, NULL, 0, NULL},
 };
 

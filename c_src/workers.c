@@ -66,6 +66,13 @@ static unsigned shared_generation; /* P.generation it belongs to; GIL */
 
 /* The job this thread is running, read only by this thread. */
 static _Thread_local job_t *tls_job;
+/* This thread's context number (worker index), 0 off the workers; set once. */
+static _Thread_local int tls_context;
+
+int worker_context(void)
+{
+    return tls_context;
+}
 
 /* ------------------------------------------------------------ job resource */
 
@@ -360,6 +367,7 @@ static void finish(job_t *job, ERL_NIF_TERM reply)
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
+    tls_context = w->index;
     PyGILState_STATE gil = PyGILState_Ensure();
     (void)gil;
     w->ident = PyThread_get_thread_ident();

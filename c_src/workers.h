@@ -52,4 +52,8 @@ int erlpy_object_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags);
  * when the call running on this thread was cancelled (timed out). */
 int worker_interrupted(void *unused);
 
+/* The context number (1-based) of the worker running on this thread; 0 on
+ * any other thread. */
+int worker_context(void);
+
 #endif

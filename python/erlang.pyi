@@ -106,3 +106,7 @@ class IncompleteReadError(EOFError):
 def send(pid: Pid, term: Any, /) -> None:
     """Send term to an Erlang process, from any thread.  A dead pid is fine,
     as in Erlang.  Raises TermTooDeep, or the conversion's error."""
+
+def context() -> int:
+    """The number of the erlpy context (worker) running this thread, as
+    py:context(N) takes it; 0 on any other thread."""

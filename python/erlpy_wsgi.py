@@ -8,13 +8,29 @@ the app runs; the response goes back to the Erlang process as messages:
                                                     (b'' for an empty body)
     (wsgi_body, Rid, Bytes)                         each later non-empty chunk
     (wsgi_log, Rid, Text)                           what the app writes to wsgi.errors
+    (wsgi_blocking, Rid)                            before the first write() call: from
+                                                    now on this thread may wait for Erlang
+
+A response is advanced in steps, each a job on the worker thread that called
+the app (thread-affine libraries such as sqlite3 refuse other threads): run()
+calls the app and iterates its body while at most WINDOW bytes are in flight,
+then returns (more, Token, Context) instead of waiting; Erlang hands what it
+received to the socket and calls step(Token) on py:context(Context) for the
+next window.  Between two steps the thread serves other work.  A finished
+response returns ok; the body's close() runs on that thread exactly once,
+whatever ends the response (its end, an exception, close(Token) when the
+client left, close_orphan() when the Erlang process died: see _Token).
 
 Flow control: Erlang writes one byte into the `acks` buffer for each body
-chunk it has handed to the socket; we keep at most WINDOW bytes in flight, so a
-slow client never makes the server hold a large response.
+chunk it has handed to the socket.  Chunks from the body iterable are never
+waited for (a step ends instead); the write() callable of start_response
+blocks on `acks` while more than WINDOW bytes are in flight, so an app using
+it holds its worker while a slow client reads.
 """
 import collections
+import contextvars
 import importlib
+import itertools
 import re
 
 import erlang
@@ -25,6 +41,10 @@ CHUNK_COST = 2048  # a message costs memory too: tiny chunks count as this much
 HEADERS = erlang.Atom("wsgi_headers")
 BODY = erlang.Atom("wsgi_body")
 LOG = erlang.Atom("wsgi_log")
+BLOCKING = erlang.Atom("wsgi_blocking")
+OK = erlang.Atom("ok")
+MORE = erlang.Atom("more")
+ORPHAN = erlang.Atom("erlpy_wsgi_orphan")
 
 _apps = {}
 _STATUS = re.compile(r"[2-5][0-9][0-9] [^\r\n\0]*\Z")
@@ -105,6 +125,7 @@ class Response:
         self.sent = False
         self.in_flight = collections.deque()
         self.in_flight_bytes = 0
+        self.blocking = False
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info:
@@ -143,6 +164,18 @@ class Response:
         self.sent = True
 
     def write(self, data):
+        """The write() callable: waits while more than WINDOW bytes are in flight."""
+        if not self.blocking:
+            # Erlang must now deliver without waiting for this job to end.
+            erlang.send(self.conn, (BLOCKING, self.rid))
+            self.blocking = True
+        self.send(data)
+        while self.in_flight_bytes > WINDOW:
+            self.acks.read(1)  # blocks, GIL released; raises if the client left
+            self.in_flight_bytes -= self.in_flight.popleft()
+
+    def send(self, data):
+        """Sends a body chunk without waiting."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("response body chunks must be bytes, not %s" % type(data).__name__)
         if not data:
@@ -154,14 +187,139 @@ class Response:
         cost = max(len(data), CHUNK_COST)
         self.in_flight.append(cost)
         self.in_flight_bytes += cost
-        while self.in_flight_bytes > WINDOW:
-            self.acks.read(1)  # blocks, GIL released; raises if the client left
-            self.in_flight_bytes -= self.in_flight.popleft()
+
+    def settle(self):
+        """At the start of a step Erlang has delivered, and acknowledged,
+        every chunk sent so far: consume those acknowledgements."""
+        if self.in_flight:
+            self.acks.read(len(self.in_flight))  # all there; raises if the client left
+            self.in_flight.clear()
+            self.in_flight_bytes = 0
 
 
-def run(app, environ, conn, rid, acks):
-    """Runs app for one request. Returns 'ok', or raises (then Erlang answers
-    500 if nothing was sent yet, else closes the connection)."""
+# Responses between two steps, by key.  Only the thread that started a
+# response advances or closes it; the dict itself is shared under the GIL.
+_suspended = {}
+_keys = itertools.count(1)
+
+
+class _Request:
+    """One request across its steps: the body iterable, and the contextvars
+    context every step runs in (frameworks keep their request state in
+    context variables, and other requests run on the thread between steps)."""
+
+    def __init__(self, response, errors, reaper):
+        self.response, self.errors, self.reaper = response, errors, reaper
+        self.context = erlang.context()
+        self.vars = contextvars.copy_context()
+        self.result = self.iterator = None
+
+    def start(self, app, environ):
+        try:
+            self.result = app(environ, self.response.start_response)
+            self.iterator = iter(self.result)
+        except BaseException:
+            self.close()
+            raise
+        return self.advance()
+
+    def advance(self):
+        """Sends body chunks until the window is full (then suspends) or the
+        body ends (then closes it)."""
+        response = self.response
+        try:
+            response.settle()
+            for chunk in self.iterator:
+                response.send(chunk)
+                if response.in_flight_bytes > WINDOW:
+                    return self.suspend()
+            if not response.sent:
+                response.send_headers()
+        except BaseException:
+            self.close()
+            raise
+        self.close()
+        return OK
+
+    def suspend(self):
+        self.errors.flush()
+        key = next(_keys)  # a new key per suspension: an old token never finds it
+        _suspended[key] = self
+        return (MORE, _Token(key, self.context, self.reaper), self.context)
+
+    def close(self):
+        """Calls the body's close() if it has one: once, whatever calls this."""
+        result, self.result, self.iterator = self.result, None, None
+        try:
+            if hasattr(result, "close"):
+                result.close()
+        finally:
+            self.errors.flush()
+
+
+class _Token:
+    """What Erlang holds between two steps (as an object handle).  If the
+    Erlang process dies without finishing or closing the response, the
+    handle is dropped, and this asks the reaper (py_wsgi's process) to
+    run close_orphan() on the response's own thread."""
+
+    __slots__ = ("key", "context", "reaper")
+
+    def __init__(self, key, context, reaper):
+        self.key, self.context, self.reaper = key, context, reaper
+
+    def __del__(self):
+        if self.key not in _suspended:
+            return  # stepped or closed
+        try:
+            if self.reaper is not None:
+                erlang.send(self.reaper, (ORPHAN, self.context, self.key))
+                return
+        except Exception:
+            pass
+        # No reaper to ask: close it here rather than never.
+        request = _suspended.pop(self.key, None)
+        if request is not None:
+            try:
+                request.vars.run(request.close)
+            except Exception:
+                pass
+
+
+def _take(key):
+    request = _suspended.pop(key, None)
+    if request is not None and request.context != erlang.context():
+        _suspended[key] = request
+        raise RuntimeError("response started on context %d, not %d" % (request.context, erlang.context()))
+    return request
+
+
+def step(token):
+    """Advances a suspended response by one window: ok or (more, Token, Context)."""
+    request = _take(token.key)
+    if request is None:
+        raise RuntimeError("this response has finished or been closed")
+    return request.vars.run(request.advance)
+
+
+def close(token):
+    """The client is gone: closes a suspended response."""
+    return close_orphan(token.key)
+
+
+def close_orphan(key):
+    """Closes a suspended response whose Erlang process died."""
+    request = _take(key)
+    if request is not None:
+        request.vars.run(request.close)
+    return OK
+
+
+def run(app, environ, conn, rid, acks, reaper=None):
+    """Runs app for one request on this thread. Returns ok, or (more, Token,
+    Context): call step(Token) on that context for the rest.  Raises on an
+    app error (then Erlang answers 500 if nothing was sent yet, else closes
+    the connection)."""
     if isinstance(app, (bytes, str)):
         app = load_app(app)
     environ = {k.decode() if isinstance(k, bytes) else k: v.decode("latin-1") if isinstance(v, bytes) else v
@@ -176,15 +334,5 @@ def run(app, environ, conn, rid, acks):
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,
     })
-    response = Response(conn, rid, acks)
-    result = app(environ, response.start_response)
-    try:
-        for chunk in result:
-            response.write(chunk)
-        if not response.sent:
-            response.send_headers()
-    finally:
-        if hasattr(result, "close"):
-            result.close()
-        errors.flush()
-    return erlang.Atom("ok")
+    request = _Request(Response(conn, rid, acks), errors, reaper)
+    return request.vars.run(request.start, app, environ)

@@ -24,6 +24,9 @@
                      max_drain => non_neg_integer(),
                      max_unread => pos_integer(),
                      min_body_rate => non_neg_integer(),
+                     buffer_body => non_neg_integer(),
+                     max_workers => pos_integer() | infinity,
+                     max_waiting => non_neg_integer(),
                      access_log => boolean(),
                      python_logging => boolean(),
                      graceful_timeout => timeout(),
@@ -44,6 +47,8 @@
                     max_drain => 1048576,
                     max_unread => 1048576,
                     min_body_rate => 1024,
+                    buffer_body => 131072,
+                    max_waiting => 256,
                     access_log => true,
                     graceful_timeout => 30000}).
 

@@ -8,9 +8,13 @@
 %% a wait for a fixed count), parses chunked framing itself, and hands back
 %% the bytes it received past the body's end: the start of a pipelined
 %% request, which the connection parses next.
+%%
+%% A small body (`buffer_body': a Content-Length up to it, or a chunked body
+%% that ends within it) is read whole before the app starts (`buffered/1'),
+%% so a client trickling it holds two processes, not a Python worker.
 -module(erlpy_http_body).
 
--export([start/4, error/1, drained/3, continued/1, stop/1]).
+-export([start/4, buffered/1, error/1, drained/3, continued/1, stop/1]).
 
 %% Trailer section and chunk-size line (with extensions) bounds.
 -define(MAX_CHUNK_LINE, 4096).
@@ -36,14 +40,37 @@ start(Sock, Framing, Received, #{max_unread := MaxUnread, expect := Expect} = Co
     Expecting = Expect andalso Received =:= <<>>,
     Conn = self(),
     Length = case Framing of {length, N} -> N; chunked -> undefined end,
+    %% Up to buffer_body bytes are written before the app reads: they must
+    %% fit in the buffer without waiting.
+    Small = maps:get(buffer_body, Conf, 0),
     Pump = spawn_link(fun() ->
                               {ok, Buf} = py_buffer:new(#{content_length => Length,
-                                                          max_unread => MaxUnread,
+                                                          max_unread => max(MaxUnread, Small),
                                                           keep_consumed => false}),
                               Conn ! {?MODULE, self(), Buf},
                               run(Sock, Framing, Buf, Received, Expecting, Conn, Conf)
                       end),
     receive {?MODULE, Pump, Buf} -> {Buf, Pump, <<>>} end.
+
+%% @doc For a body that may be small (a Content-Length up to `buffer_body',
+%% or chunked when `buffer_body' is not 0), called once before the app
+%% starts: waits until the body has been read whole (`ok'), has failed
+%% (`{error, Reason}': the app need not run), or, chunked, grew past
+%% `buffer_body' (`streaming': the app reads the rest as it comes).
+-spec buffered(pump()) -> ok | streaming | {error, atom()}.
+buffered(none) ->
+    ok;
+buffered(Pump) ->
+    receive
+        {?MODULE, Pump, streaming} ->
+            streaming;
+        {?MODULE, Pump, Result} = Msg ->
+            self() ! Msg, %% kept for drained/3 and error/1
+            case Result of
+                {ok, _} -> ok;
+                {error, _} = Error -> Error
+            end
+    end.
 
 %% @doc The connection sent `100 Continue': from now on the client is late
 %% if the body does not come.
@@ -113,10 +140,17 @@ outcome({error, _}) -> error.
 %% ------------------------------------------------------------------ the pump
 
 run(Sock, Framing, Buf, Received, Expecting, Conn, #{body_timeout := Timeout} = Conf) ->
+    Small = maps:get(buffer_body, Conf, 0),
+    %% A chunked body past this many bytes is streamed: the connection,
+    %% waiting in buffered/1, is told so.
+    Until = case Framing of
+                chunked when Small > 0 -> Small;
+                _ -> none
+            end,
     St = #{sock => Sock, buf => Buf, conf => Conf, data => Received, discarding => false,
            discarded => 0, total => 0, received => byte_size(Received), waited => 0,
            min_rate => maps:get(min_body_rate, Conf, 0), timeout => Timeout,
-           expecting => Expecting},
+           expecting => Expecting, conn => Conn, until => Until, written => 0},
     Result = try
                  #{data := Rest} = case Framing of
                                        {length, N} -> copy(N, St);
@@ -181,9 +215,14 @@ put_data(Data, #{discarding := true, discarded := D, conf := #{max_drain := Max}
     D2 = D + byte_size(Data),
     D2 > Max andalso throw({body_error, drain_limit}),
     St#{discarded := D2};
-put_data(Data, #{buf := Buf} = St) ->
+put_data(Data, #{until := Until, written := Written, conn := Conn} = St)
+  when is_integer(Until), Written + byte_size(Data) > Until ->
+    %% Before the write: past buffer_body it may wait for the app to read.
+    Conn ! {?MODULE, self(), streaming},
+    put_data(Data, St#{until := none});
+put_data(Data, #{buf := Buf, written := Written} = St) ->
     case py_buffer:write(Buf, Data) of
-        ok -> St;
+        ok -> St#{written := Written + byte_size(Data)};
         {error, closed} -> put_data(Data, St#{discarding := true});
         {error, Reason} -> throw({body_error, Reason})
     end.

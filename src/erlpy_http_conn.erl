@@ -161,21 +161,78 @@ with_framing(S, Method, Path, Version, Headers, Lower, Expect) ->
         {error, Status, Why} -> fail(S, Status, Why, Method)
     end.
 
-serve(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Method, Path, Version, Headers,
-      Lower, Framing, Expect) ->
+serve(#{socket := Sock, conf := Conf} = S, Method, Path, Version, Headers,
+      Lower, Framing, Expect0) ->
     Start = erlang:monotonic_time(microsecond),
+    Expect = Expect0 andalso Framing =/= none andalso Framing =/= {length, 0},
+    %% A body small enough to be read before the app gets its 100 now; a
+    %% bigger one when the app first waits for it.
+    Small = small_body(Framing, maps:get(buffer_body, Conf, 0)),
+    Early = Expect andalso Small,
+    Continued = not Early orelse gen_tcp:send(Sock, <<"HTTP/1.1 100 Continue\r\n\r\n">>) =:= ok,
     {Input, Pump, Kept} = erlpy_http_body:start(Sock, Framing, maps:get(received, S),
-                                                Conf#{expect => Expect}),
+                                                Conf#{expect => Expect andalso not Early}),
+    case Continued andalso (not Small orelse erlpy_http_body:buffered(Pump)) of
+        {error, Reason} ->
+            body_failed(S, Reason);
+        false ->
+            erlpy_http_body:stop(Pump),
+            gen_tcp:close(Sock);
+        _ ->
+            run(S, Start, Method, Path, Version, Headers, Lower, Framing, Expect andalso not Early,
+                {Input, Pump, Kept})
+    end.
+
+%% Whether the body is read before the app starts (when it ends within
+%% buffer_body bytes, for chunked).
+small_body(chunked, Max) -> Max > 0;
+small_body({length, N}, Max) -> N =< Max;
+small_body(none, _Max) -> false.
+
+%% Bytes wait in the driver: the kernel's send buffer is full, and a send
+%% may wait for the client to read.  (port_info costs a fifth of getstat.)
+backlogged(Sock) when is_port(Sock) ->
+    case erlang:port_info(Sock, queue_size) of
+        {queue_size, N} -> N > 0;
+        undefined -> false
+    end;
+backlogged(Sock) ->
+    case inet:getstat(Sock, [send_pend]) of
+        {ok, [{send_pend, N}]} -> N > 0;
+        _ -> false
+    end.
+
+%% The body failed before the app started: the app need not see it.
+body_failed(#{socket := Sock} = S, Reason) ->
+    case body_error_status(Reason) of
+        {500, _} -> gen_tcp:close(Sock); %% the client is gone
+        {Code, Why} -> fail(S, Code, Why)
+    end.
+
+body_error_status(too_large) -> {413, <<"request body too large">>};
+body_error_status(bad_chunk) -> {400, <<"bad chunked encoding">>};
+body_error_status(timeout) -> {408, <<"request body timeout">>};
+body_error_status(_) -> {500, <<"internal server error">>}.
+
+run(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Start, Method, Path, Version,
+    Headers, Lower, Framing, Expect, {Input, Pump, Kept}) ->
     Environ = py_wsgi:environ(#{method => Method, path => Path, version => Version,
                                 headers => Headers, server_name => server_name(Lower, Sock),
                                 server_port => maps:get(port, Conf), remote_addr => Addr,
                                 remote_port => Port}),
     R0 = #{sock => Sock, version => Version, head => Method =:= <<"HEAD">>,
-           keep_alive => keep_alive(Version, Lower, Framing), expect => Expect andalso Framing =/= none,
+           keep_alive => keep_alive(Version, Lower, Framing), expect => Expect,
            pump => Pump, status => 0, sent => false, pending => [], framing => none,
            left => infinity, bytes => 0},
+    Gate = case Conf of
+               #{slots := Slots} ->
+                   #{acquire => fun(Kind) -> erlpy_http_slots:acquire(Slots, Kind) end,
+                     release => fun() -> erlpy_http_slots:release(Slots) end};
+               _ ->
+                   #{}
+           end,
     {Result, R} = py_wsgi:run(maps:get(app, Conf), Environ, Input, {fun respond/2, R0},
-                              #{notify_read => Expect}),
+                              Gate#{notify_read => Expect, would_block => fun() -> backlogged(Sock) end}),
     R2 = finish(Result, R, Pump),
     maps:get(access_log, Conf) andalso
         ?LOG_INFO("~s ~s ~s ~b ~b ~bus",
@@ -311,6 +368,10 @@ finish(ok, #{sock := Sock, pending := Pending, framing := Framing, left := Left}
     end;
 finish({error, client_closed}, R, _Pump) ->
     R#{keep_alive := false};
+finish({error, busy}, #{sock := Sock} = R, _Pump) ->
+    %% Over max_workers with max_waiting requests waiting already.
+    _ = gen_tcp:send(Sock, busy_response(maps:get(head, R))),
+    R#{keep_alive := false, status := 503};
 finish({error, {app_error, Reason}, Sent}, #{sock := Sock} = R, Pump) ->
     BodyError = erlpy_http_body:error(Pump),
     log_app_error(Reason, BodyError),
@@ -372,6 +433,15 @@ simple_response(Code, Why, close, Method) ->
      <<"Content-Type: text/plain\r\nConnection: close\r\nContent-Length: ">>,
      integer_to_binary(byte_size(Body)), ?CRLF, ?CRLF,
      case Method of <<"HEAD">> -> <<>>; _ -> Body end].
+
+%% 503 for a request over max_workers with max_waiting waiting already.
+busy_response(Head) ->
+    Body = <<"server busy, retry later\n">>,
+    {_, Date} = http_date(),
+    [<<"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nDate: ">>, Date, ?CRLF,
+     <<"Content-Type: text/plain\r\nConnection: close\r\nContent-Length: ">>,
+     integer_to_binary(byte_size(Body)), ?CRLF, ?CRLF,
+     case Head of true -> <<>>; false -> Body end].
 
 reason(400) -> <<"Bad Request">>;
 reason(408) -> <<"Request Timeout">>;

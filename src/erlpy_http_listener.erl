@@ -14,12 +14,16 @@
 -export([start_link/1, registry/1, register/2, unregister/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
-%% @doc Adds a fresh registry (counter and table) to a configuration.  Called
-%% by the server's supervisor, which owns the table.
+%% @doc Adds a fresh registry (counter and table) and the server's worker
+%% gate (`erlpy_http_slots') to a configuration.  Called by the server's
+%% supervisor, which owns their tables: they outlive restarts of its children.
 -spec registry(map()) -> map().
-registry(Conf) ->
+registry(#{max_waiting := MaxWaiting} = Conf) ->
+    %% By default all contexts but one, left to the node's other callers.
+    MaxWorkers = maps:get(max_workers, Conf, max(1, py:contexts() - 1)),
     Conf#{count => atomics:new(1, [{signed, true}]),
-          conns => ets:new(erlpy_http_conns, [set, public, {write_concurrency, true}])}.
+          conns => ets:new(erlpy_http_conns, [set, public, {write_concurrency, true}]),
+          slots => erlpy_http_slots:new(MaxWorkers, MaxWaiting)}.
 
 %% @doc Registers a connection; returns how many are open now.
 -spec register(map(), pid()) -> integer().

@@ -13,7 +13,8 @@ start_link() ->
 %% @private
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
+    Reaper = #{id => py_wsgi_reaper, start => {py_wsgi, start_link, []}},
     PythonLog = #{id => erlpy_python_log, start => {erlpy_python_log, start_link, []}},
     Http = #{id => erlpy_http_sup, start => {erlpy_http_sup, start_link, []},
              type => supervisor, shutdown => infinity},
-    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [PythonLog, Http]}}.
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Reaper, PythonLog, Http]}}.

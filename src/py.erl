@@ -16,6 +16,7 @@
 -export([call/3, call/4, call/5, call/6,
          eval/1, eval/2, eval/3, eval/4,
          exec/1, exec/2, exec/3,
+         submit/5,
          context/1, contexts/0]).
 
 -record(py_context, {id :: pos_integer()}).
@@ -65,6 +66,24 @@ call(Ctx, Module, Function, Args, Kwargs, Options)
     _ = length(Args),
     run(Ctx, {call, name(Module), name(Function), Args, Kwargs}, Options);
 call(_Ctx, _Module, _Function, _Args, _Kwargs, _Options) ->
+    error(badarg).
+
+%% @doc Starts `Module.Function(*Args, **Kwargs)' on `Context' (or `any'
+%% worker) without waiting for it: returns `{ok, Ref}' at once, and the
+%% result, what `call/6' would have returned, arrives later as the message
+%% `{Ref, Result}'.  For a process that has other messages to serve while
+%% Python runs (a runner relaying a response).  There is no timeout: the
+%% call runs to its end.
+-spec submit(target(), name(), name(), [term()], kwargs()) ->
+          {ok, reference()} | {error, error()}.
+submit(Ctx, Module, Function, Args, Kwargs) when is_list(Args), is_map(Kwargs) ->
+    _ = length(Args),
+    Ref = make_ref(),
+    case py_nif:submit(context_id(Ctx), Ref, {call, name(Module), name(Function), Args, Kwargs}) of
+        {ok, _Job} -> {ok, Ref};
+        {error, _} = Error -> Error
+    end;
+submit(_Ctx, _Module, _Function, _Args, _Kwargs) ->
     error(badarg).
 
 %% @doc Evaluates a Python expression on any worker.

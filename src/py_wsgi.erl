@@ -17,14 +17,20 @@
 %% </ul>
 %%
 %% The handler returns `{ok, State}', or `{error, Reason}' when the client is
-%% gone: then the app's next write or body read raises, and `run/5' returns
-%% `{{error, client_closed}, State}'.  At most 256 KiB of response are in flight
-%% between the app and the handler, so a slow client holds the app back
-%% rather than filling memory.  This is how erlpy's own HTTP server
+%% gone: then the app's body is closed (or its next `write()' or body read
+%% raises), and `run/5' returns `{{error, client_closed}, State}'.
+%%
+%% The response body is advanced in steps, each a job on the worker thread
+%% that called the app: a step sends at most 256 KiB (the window), then
+%% returns; once the handler has taken all of it, the next step is sent to
+%% that same worker.  While the handler waits for a slow client, the worker
+%% serves other calls, and at most the window is held in memory.  The app's
+%% `close()' runs on that thread, once.  This is how erlpy's own HTTP server
 %% (`erlpy_http') uses it; any Erlang HTTP server can do the same.
 -module(py_wsgi).
 
 -export([run/5, environ/1]).
+-export([start_link/0, reaper_init/0]).
 
 -define(IS_HEX(C), ((C >= $0 andalso C =< $9) orelse (C >= $a andalso C =< $f)
                     orelse (C >= $A andalso C =< $F))).
@@ -37,40 +43,74 @@
 -type handler() :: {handler_fun(), State :: term()}.
 -type result() :: ok
                 | {error, client_closed}
+                | {error, busy}
                 | {error, {app_error, py:error()}, HeadersSent :: boolean()}.
 -type options() :: #{context => py:target(), on_log => fun((binary()) -> any()),
-                     notify_read => boolean()}.
--export_type([app/0, handler/0, handler_fun/0, event/0, result/0, options/0]).
+                     notify_read => boolean(), acquire => acquire(), release => fun(() -> any()),
+                     would_block => fun(() -> boolean())}.
+-type acquire() :: fun((first | next) -> ok | busy).
+-export_type([app/0, handler/0, handler_fun/0, event/0, result/0, options/0, acquire/0]).
+
+-define(REAPER, py_wsgi_reaper).
 
 %% @doc Runs `App' ("module:callable", or a Python object handle) with the
 %% given environ (a map of binary keys; values binaries or integers; the
 %% input buffer is added as `wsgi.input').  Options: `context' (default
-%% `any'), `on_log' (what `wsgi.errors' writes; default: `logger:warning'),
-%% `notify_read' (default false).  Returns the result and the handler's
-%% final state.
+%% `any': the first job goes to any free worker, later steps to the same
+%% one), `on_log' (what `wsgi.errors' writes; default: `logger:warning'),
+%% `notify_read' (default false), and a gate on the workers the request
+%% takes: `acquire' is called before each job (`first' before the app is
+%% called, which may answer `busy': then the app is not run and the result
+%% is `{error, busy}'; `next' before each later step, which must wait and
+%% answer `ok'), `release' once after each job.  `would_block' (default:
+%% never) tells whether handing the next chunk to the handler may wait long
+%% (the client is not reading): then the job's end is awaited first, so its
+%% worker is released before that wait.  Returns the result and the
+%% handler's final state.
 -spec run(app(), map(), py_buffer:buffer(), handler(), options()) -> {result(), term()}.
 run(App, Environ, Input, {Handler, HState}, Opts) when is_function(Handler, 2), is_map(Environ) ->
     AppTerm = if is_list(App) -> unicode:characters_to_binary(App); true -> App end,
     Rid = erlang:unique_integer([positive]),
-    {ok, Acks} = py_buffer:new(),
-    Ref = make_ref(),
-    Request = {call, <<"erlpy_wsgi">>, <<"run">>,
-               [AppTerm, Environ#{<<"wsgi.input">> => Input}, self(), Rid, Acks], #{}},
-    Ctx = case maps:get(context, Opts, any) of any -> 0; C -> context_id(C) end,
-    case maps:get(notify_read, Opts, false) of
-        true -> ok = py_nif:buffer_notify_read(Input, Rid);
-        false -> ok
-    end,
-    case py_nif:submit(Ctx, Ref, Request) of
-        {ok, _Job} ->
+    Acquire = maps:get(acquire, Opts, fun(_) -> ok end),
+    Release = maps:get(release, Opts, fun() -> ok end),
+    case Acquire(first) of
+        ok ->
+            {ok, Acks} = py_buffer:new(),
+            Reaper = case whereis(?REAPER) of undefined -> none; Pid -> Pid end,
+            Args = [AppTerm, Environ#{<<"wsgi.input">> => Input}, self(), Rid, Acks, Reaper],
+            case maps:get(notify_read, Opts, false) of
+                true -> ok = py_nif:buffer_notify_read(Input, Rid);
+                false -> ok
+            end,
             Log = maps:get(on_log, Opts, fun(Text) -> logger:warning("wsgi.errors: ~ts", [Text]) end),
-            loop(#{ref => Ref, rid => Rid, acks => Acks, input => Input, handler => Handler,
-                   hstate => HState, log => Log, sent => false, gone => false});
-        {error, Reason} ->
-            {{error, {app_error, Reason}, false}, HState}
+            S = #{rid => Rid, acks => Acks, input => Input, handler => Handler, hstate => HState,
+                  log => Log, sent => false, gone => false, acquire => Acquire, release => Release,
+                  would_block => maps:get(would_block, Opts, fun() -> false end),
+                  blocking => false, reply => none},
+            try
+                job(S, maps:get(context, Opts, any), run, Args)
+            after
+                %% A handler that crashed: the worker it held is free again.
+                erase(?MODULE) =:= held andalso Release()
+            end;
+        busy ->
+            {{error, busy}, HState}
     end;
 run(_App, _Environ, _Input, _Handler, _Opts) ->
     error(badarg).
+
+%% One job of the request (holding the gate from acquire to reply), then
+%% the messages it sends.
+job(#{release := Release} = S, Ctx, Function, Args) ->
+    put(?MODULE, held),
+    case py:submit(Ctx, erlpy_wsgi, Function, Args, #{}) of
+        {ok, Ref} ->
+            loop(S#{ref => Ref});
+        {error, Reason} ->
+            erase(?MODULE),
+            Release(),
+            {{error, {app_error, Reason}, maps:get(sent, S)}, maps:get(hstate, S)}
+    end.
 
 %% @doc The CGI variables of a request, as binaries, from its parts:
 %% `method', `path' (the raw request target), `version' ({Major, Minor}),
@@ -97,10 +137,6 @@ environ(#{method := Method, path := Target, version := {Major, Minor}, headers :
     lists:foldl(fun add_header/2, Base, Headers).
 
 %% ------------------------------------------------------------------ internal
-
-context_id(Ctx) ->
-    %% py:context/1 values are opaque; py_nif wants the number.
-    element(2, Ctx).
 
 add_header({Name, Value}, Env) ->
     Key = case upper(Name) of
@@ -130,7 +166,9 @@ percent_decode(<<C, Rest/binary>>, Acc) ->
 percent_decode(<<>>, Acc) ->
     Acc.
 
-loop(#{ref := Ref, rid := Rid} = S) ->
+%% The messages of the running job, then its reply.  A reply taken early
+%% (see hold/1) is acted on once the job's messages before it are handled.
+loop(#{ref := Ref, rid := Rid, reply := Early} = S) ->
     receive
         {wsgi_headers, Rid, Status, Headers, <<>>} ->
             loop(deliver(S#{sent := true}, {headers, Status, Headers}));
@@ -138,20 +176,58 @@ loop(#{ref := Ref, rid := Rid} = S) ->
             loop(body(deliver(S#{sent := true}, {headers, Status, Headers}), First));
         {wsgi_body, Rid, Chunk} ->
             loop(body(S, Chunk));
+        {wsgi_blocking, Rid} ->
+            loop(S#{blocking := true});
         {wsgi_log, Rid, Text} ->
             (maps:get(log, S))(Text),
             loop(S);
         {py_buffer_reading, Rid} ->
             loop(deliver(S, read_started));
-        {Ref, Reply} ->
-            {finish(S, Reply), maps:get(hstate, S)}
+        {Ref, Reply} when Early =:= none ->
+            next(replied(S, Reply), Reply)
+    after case Early of none -> infinity; _ -> 0 end ->
+            {reply, Reply} = Early,
+            next(S, Reply)
     end.
 
-%% A body chunk is acknowledged once delivered: the app counts what is in flight.
+replied(#{release := Release} = S, Reply) ->
+    erase(?MODULE),
+    Release(),
+    S#{reply := {reply, Reply}}.
+
+%% A body chunk is acknowledged once delivered: the app counts what is in
+%% flight.  Before a delivery that may wait long for the client, the job's
+%% reply is awaited (the job sends no more than the window, without
+%% waiting), so its worker is given back first.
 body(S, Chunk) ->
-    S2 = deliver(S, {body, Chunk}),
+    S2 = deliver(hold(S), {body, Chunk}),
     _ = py_buffer:write(maps:get(acks, S2), <<1>>),
     S2.
+
+hold(#{reply := none, blocking := false, gone := false, would_block := WouldBlock} = S) ->
+    case WouldBlock() of
+        true -> await_reply(S);
+        false -> S
+    end;
+hold(S) ->
+    S.
+
+%% Unless the app turns to write(), which waits for deliveries.
+await_reply(#{ref := Ref, rid := Rid} = S) ->
+    receive
+        {Ref, Reply} -> replied(S, Reply);
+        {wsgi_blocking, Rid} -> S#{blocking := true};
+        {py_buffer_reading, Rid} -> await_reply(deliver(S, read_started))
+    end.
+
+%% Every chunk of the window has been handed to the handler: the next
+%% step, on the worker that ran the last one, or close when the client left.
+next(#{acquire := Acquire} = S, {ok, {more, Token, Ctx}}) ->
+    ok = Acquire(next),
+    Function = case S of #{gone := true} -> close; _ -> step end,
+    job(S#{reply := none}, py:context(Ctx), Function, [Token]);
+next(S, Reply) ->
+    {finish(S, Reply), maps:get(hstate, S)}.
 
 %% Once the client is gone, nothing more is delivered; the app is told by
 %% aborting its input and the acknowledgement stream.
@@ -175,3 +251,31 @@ finish(#{sent := Sent}, {ok, Other}) ->
     {error, {app_error, {unexpected_result, Other}}, Sent};
 finish(#{sent := Sent}, {error, Reason}) ->
     {error, {app_error, Reason}, Sent}.
+
+%% ------------------------------------------------------------------ reaper
+
+%% @private
+%% @doc The reaper, started by erlpy_sup: a response whose Erlang process
+%% died between two steps (killed outright) is closed on its own thread.
+-spec start_link() -> {ok, pid()}.
+start_link() ->
+    proc_lib:start_link(?MODULE, reaper_init, []).
+
+%% @private
+-spec reaper_init() -> no_return().
+reaper_init() ->
+    true = register(?REAPER, self()),
+    proc_lib:init_ack({ok, self()}),
+    reap().
+
+reap() ->
+    receive
+        {erlpy_wsgi_orphan, Ctx, Key} ->
+            _ = py:submit(py:context(Ctx), erlpy_wsgi, close_orphan, [Key], #{}),
+            reap();
+        {Ref, {error, Reason}} when is_reference(Ref) ->
+            logger:warning("WSGI response close() failed: ~p", [Reason]),
+            reap();
+        _ ->
+            reap()
+    end.

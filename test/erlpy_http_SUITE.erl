@@ -202,9 +202,10 @@ expect_100_continue(Config) ->
     ok = gen_tcp:send(S, <<"hello">>),
     {200, _, Body} = read_response(S),
     ?assertEqual(<<"5 ", (sha_hex(<<"hello">>))/binary>>, Body),
-    %% An app that never reads the body: no 100, just the answer, and the
-    %% connection closes (the client may never send that body).
-    ok = gen_tcp:send(S, <<"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+    %% An app that never reads a body too big to be read before it starts
+    %% (buffer_body): no 100, just the answer, and the connection closes
+    %% (the client may never send that body).
+    ok = gen_tcp:send(S, <<"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
                            "Expect: 100-continue\r\n\r\n">>),
     {200, H, <<"Hello, World!">>} = read_response(S),
     ?assertEqual(<<"close">>, proplists:get_value(<<"connection">>, H)),
@@ -317,7 +318,9 @@ body_too_large(_Config) ->
 chunked_body_too_large(Config) ->
     _ = Config,
     {ok, _} = py:eval(<<"__import__('http_apps').events.clear()">>),
-    {ok, Small} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0, max_body => 1000}),
+    %% A streamed body (buffer_body 0: none is read before the app starts).
+    {ok, Small} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0, max_body => 1000,
+                                     buffer_body => 0}),
     P = erlpy_http:port(Small),
     {ok, S} = gen_tcp:connect({127, 0, 0, 1}, P, [binary, {active, false}]),
     ok = gen_tcp:send(S, [<<"POST /sha256 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n">>,
@@ -559,10 +562,12 @@ empty_lines_before_request(Config) ->
     gen_tcp:close(S).
 
 %% A client trickling its body, each byte well within body_timeout, is cut
-%% off by min_body_rate: the app's read raises, the client gets a 408.
+%% off by min_body_rate: the app's read raises, the client gets a 408.  (A
+%% streamed body, buffer_body 0; erlpy_http_slow_SUITE has the small one,
+%% read before the app starts.)
 trickled_body_min_rate(_Config) ->
     {ok, _} = py:eval(<<"__import__('http_apps').events.clear()">>),
-    {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0,
+    {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0, buffer_body => 0,
                                     body_timeout => 1000, min_body_rate => 1000}),
     S = connect_to(Srv),
     ok = gen_tcp:send(S, <<"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n">>),
