@@ -69,6 +69,15 @@ bench-buffer: build
 bench-wsgi: build
 	@$(PYTHON) bench/bench_wsgi.py $(if $(PLOT),--plot $(PLOT))
 
+# A soak test and a slow-client benchmark, a few minutes each (bench/soak.py,
+# bench/bench_slow.py); SOAK_SECONDS=N, ERLPY_CMD='...' (bench/bench_servers.py).
+.PHONY: soak bench-slow
+soak: build
+	@$(PYTHON) bench/soak.py
+
+bench-slow: build
+	@$(PYTHON) bench/bench_slow.py
+
 clean:
 	$(REBAR) clean
 	rm -rf _build priv/*.so bench/ebin
