@@ -9,7 +9,7 @@ REBAR ?= rebar3
 FUZZ_SECONDS ?= 20
 ERL_PATH := -pa _build/default/lib/erlpy/ebin
 
-.PHONY: all setup build run demo test test-c test-ct test-pythons dialyzer bench bench-call bench-buffer bench-wsgi clean
+.PHONY: all setup build run demo test test-c test-ct test-pythons test-asan dialyzer bench bench-call bench-buffer bench-wsgi clean
 
 all: build
 
@@ -30,7 +30,7 @@ run: build
 demo: build
 	@escript examples/demo.escript
 
-test: build test-c test-ct test-pythons dialyzer
+test: build test-c test-ct test-pythons test-asan dialyzer
 	@echo "make test: all suites passed"
 
 test-c:
@@ -50,6 +50,10 @@ test-pythons: build
 	  echo "make test: CT suites on $$py"; \
 	  PYTHON=$$py $(REBAR) ct --readable true || status=1; \
 	done; $(REBAR) compile >/dev/null; exit $$status
+
+# The Erlang suites again, the NIF built with ASan+UBSan (scripts/test-asan).
+test-asan: build
+	@scripts/test-asan
 
 dialyzer: build
 	$(REBAR) dialyzer

@@ -98,13 +98,10 @@ static int wait_for(pybuffer_t *self, size_t want, size_t *avail)
     if (*avail >= want)
         return 0;
     buffer_reading(self->buf); /* e.g. time for an HTTP "100 Continue" */
-    stream_waiter_t w = {-1, worker_interrupted, NULL};
+    stream_waiter_t w = {-1, NULL, NULL};
     if (self->buf->read_timeout_ms >= 0)
         w.deadline_ms = stream_now_ms() + self->buf->read_timeout_ms;
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = stream_wait(STREAM(self), want, &w, avail);
-    Py_END_ALLOW_THREADS
+    int status = worker_stream_wait(STREAM(self), want, &w, avail); /* without the GIL */
     if (status != STREAM_OK) {
         raise_status(self, status);
         return -1;

@@ -39,7 +39,6 @@
 #ifndef STREAM_FIND_WINDOW
 #define STREAM_FIND_WINDOW 256 /* longest needle matched across chunks by memmem */
 #endif
-#define STREAM_POLL_MS 50
 #define STREAM_SPIN_NS 20000 /* a few 64 KiB memcpys */
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -84,6 +83,7 @@ struct stream {
     int eof, aborted, reader_closed; /* guarded by lock */
     atomic_int reader_inside;        /* lock-free: a flag taken by exchange */
     unsigned waiting;                /* guarded by lock: readers asleep in wait */
+    unsigned wakes;                  /* guarded by lock: stream_wake calls */
     size_t wait_want;                /* guarded by lock: least want among them */
     int drain_wanted;                /* guarded by lock */
     stream_notify_fn drain_fn;       /* guarded by lock */
@@ -608,10 +608,18 @@ static void spin_locked(stream_t *s)
     lock(s);
 }
 
+void stream_wake(stream_t *s)
+{
+    lock(s);
+    s->wakes++;
+    wake_locked(s, 1);
+    unlock(s);
+}
+
 int stream_wait(stream_t *s, size_t want, const stream_waiter_t *w, size_t *avail)
 {
-    int64_t next_poll = 0;
-    int asleep = 0, spun = 0, rc;
+    int polled = 0, asleep = 0, spun = 0, rc;
+    unsigned polled_wakes = 0;
 
     lock(s);
     for (;;) {
@@ -633,20 +641,18 @@ int stream_wait(stream_t *s, size_t want, const stream_waiter_t *w, size_t *avai
             }
             until = w->deadline_ms;
         }
-        if (w && w->interrupted) {
-            if (now >= next_poll) {
-                unlock(s); /* the callback may look at anything, this stream too */
-                int stop = w->interrupted(w->arg);
-                lock(s);
-                if (stop) {
-                    rc = STREAM_EINTERRUPTED;
-                    break;
-                }
-                next_poll = now + STREAM_POLL_MS;
-                continue; /* the state may have changed meanwhile */
+        if (w && w->interrupted && (!polled || polled_wakes != s->wakes)) {
+            /* A wake after this line makes us ask again: no cancel is missed. */
+            polled = 1;
+            polled_wakes = s->wakes;
+            unlock(s); /* the callback may look at anything, this stream too */
+            int stop = w->interrupted(w->arg);
+            lock(s);
+            if (stop) {
+                rc = STREAM_EINTERRUPTED;
+                break;
             }
-            if (until < 0 || next_poll < until)
-                until = next_poll;
+            continue; /* the state may have changed meanwhile */
         }
         if (!spun) {
             spun = 1;

@@ -84,7 +84,9 @@ int stream_want_drain(stream_t *s);
 /* ---- reader side ---- */
 typedef struct {
     int64_t deadline_ms;            /* absolute stream_now_ms() value, -1 = none */
-    int (*interrupted)(void *arg);  /* polled at least every 50 ms; may be NULL */
+    /* Called before the first sleep and after each stream_wake(), never on a
+     * timer: whoever makes it return non-zero calls stream_wake().  May be NULL. */
+    int (*interrupted)(void *arg);
     void *arg;
 } stream_waiter_t;
 
@@ -102,6 +104,10 @@ void stream_reader_leave(stream_t *s);
  * want), ETIMEDOUT, EINTERRUPTED.  interrupted() is called without the lock.
  * Data written before an abort is not readable after it: EABORTED wins. */
 int stream_wait(stream_t *s, size_t want, const stream_waiter_t *w, size_t *avail);
+
+/* Any thread: readers inside stream_wait call their interrupted() again at
+ * once (a cancelled call).  Nothing else changes. */
+void stream_wake(stream_t *s);
 
 /* Non-blocking: copy up to n unread bytes to dst and advance; returns count. */
 size_t stream_read(stream_t *s, void *dst, size_t n);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "convert.h"
+#include "stream.h"
 #include "workers.h"
 
 #define MAX_WORKERS 1024
@@ -22,16 +23,24 @@ typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_CANCELLED } job_state_t;
 typedef struct worker worker_t;
 
 /* A job is a resource: the Erlang caller holds it (to cancel), and so does
- * whichever queue, worker or janitor task is handling it. */
+ * whichever queue, worker or janitor task is handling it.  The job follows
+ * its caller: the resource monitors the caller from submit to finish, and the
+ * caller's death cancels the job as a timeout does (job_down). */
 struct job {
     janitor_task_t interrupt; /* posted when a running job is cancelled */
     job_t *next;              /* queue link, guarded by P.lock */
     ErlNifEnv *env;           /* owns ref, request and the reply */
     ERL_NIF_TERM ref, request;
     ErlNifPid caller;
+    ErlNifMonitor monitor;    /* on the caller; set in submit, removed by finish */
     int context;              /* 0 = any worker */
     _Atomic int state;        /* job_state_t; changed under P.lock, read anywhere */
     worker_t *worker;         /* set under P.lock when the job starts */
+    int raised;               /* CallTimeout raised in it, by a read or the
+                               * interrupter: once is enough; guarded by the GIL */
+    stream_t *waiting_on;     /* the stream a read of this job sleeps on, or NULL;
+                               * guarded by P.lock (cancel wakes it under P.lock,
+                               * so it cannot be freed meanwhile) */
 };
 
 struct worker {
@@ -46,7 +55,9 @@ struct worker {
     unsigned generation;   /* P.generation the namespace belongs to (GIL) */
 };
 
-/* The pool.  `lock` guards every field; lock order: P.lock before the janitor lock. */
+/* The pool.  `lock` guards every field.  Lock order: P.lock before the
+ * janitor lock and before a stream's lock (a cancel wakes a waiting read
+ * while holding it); never held while taking the GIL. */
 static struct {
     pthread_mutex_t lock;
     job_t *head, *tail;              /* jobs for any worker */
@@ -84,16 +95,57 @@ static void job_dtor(ErlNifEnv *env, void *obj)
         enif_free_env(job->env);
 }
 
+static int job_cancel(ErlNifEnv *env, job_t *job);
+
+/* The caller died: nobody waits for the reply, so the job goes (a queued one
+ * is dropped, a running one interrupted), freeing its worker. */
+static void job_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
+{
+    (void)pid;
+    (void)mon;
+    job_cancel(env, obj);
+}
+
 int workers_job_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags)
 {
-    ERLPY_JOB_RT = enif_open_resource_type(env, NULL, "erlpy_job", job_dtor, flags, NULL);
+    ErlNifResourceTypeInit init = {.dtor = job_dtor, .down = job_down};
+    ERLPY_JOB_RT = enif_open_resource_type_x(env, "erlpy_job", &init, flags, NULL);
     return ERLPY_JOB_RT ? 0 : -1;
 }
 
-int worker_interrupted(void *unused)
+static int worker_interrupted(void *unused)
 {
     (void)unused;
     return tls_job && atomic_load(&tls_job->state) == JOB_CANCELLED;
+}
+
+int worker_stream_wait(stream_t *s, size_t want, stream_waiter_t *w, size_t *avail)
+{
+    job_t *job = tls_job; /* NULL on threads that are not workers */
+    w->interrupted = worker_interrupted;
+    w->arg = NULL;
+    PyThreadState *ts = PyEval_SaveThread();
+    if (job) {
+        pthread_mutex_lock(&P.lock);
+        job->waiting_on = s;
+        pthread_mutex_unlock(&P.lock);
+    }
+    /* A cancel before this point is seen by the first interrupted() call,
+     * one after it wakes the stream. */
+    int rc = stream_wait(s, want, w, avail);
+    if (job) {
+        pthread_mutex_lock(&P.lock);
+        job->waiting_on = NULL;
+        pthread_mutex_unlock(&P.lock);
+    }
+    PyEval_RestoreThread(ts);
+    if (rc == STREAM_EINTERRUPTED && job && !job->raised) {
+        /* The read raises CallTimeout itself: drop the interrupter's copy,
+         * which would land later, in whatever handles this one. */
+        job->raised = 1;
+        PyThreadState_SetAsyncExc(job->worker->ident, NULL);
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------ running a job */
@@ -322,6 +374,20 @@ static int spin_for_work(worker_t *w)
     return 1;
 }
 
+/* Wakes one idle worker for the shared queue, unless one spins (it will take
+ * the job).  The woken one is claimed: the next job wakes another. */
+static void wake_idle_locked(void)
+{
+    for (int i = 0; i < P.contexts && !atomic_load(&P.spinners); i++) {
+        worker_t *w = P.workers[i];
+        if (w->idle) {
+            w->idle = 0;
+            pthread_cond_signal(&w->wake);
+            break;
+        }
+    }
+}
+
 /* Waits for the next job of this worker: its own queue first, then the shared
  * one (only while it is one of the contexts in use). */
 static job_t *next_job(worker_t *w, unsigned *generation)
@@ -333,8 +399,13 @@ static job_t *next_job(worker_t *w, unsigned *generation)
     job_t *job;
     for (;;) {
         job = pop(&w->head, &w->tail);
-        if (job)
+        if (job) {
             atomic_fetch_sub(&w->queued, 1);
+            /* Woken (or spinning) for a shared job, this worker takes its own
+             * first: pass the shared one on, or it waits for ever. */
+            if (P.head)
+                wake_idle_locked();
+        }
         if (!job && w->index <= P.contexts && (job = pop(&P.head, &P.tail)))
             atomic_fetch_sub(&P.queued, 1);
         if (job)
@@ -353,6 +424,7 @@ static job_t *next_job(worker_t *w, unsigned *generation)
 
 static void finish(job_t *job, ERL_NIF_TERM reply)
 {
+    enif_demonitor_process(NULL, job, &job->monitor); /* fails harmlessly if it fired */
     pthread_mutex_lock(&P.lock);
     atomic_fetch_sub(&P.running, 1);
     int cancelled = atomic_load(&job->state) == JOB_CANCELLED;
@@ -422,14 +494,16 @@ static worker_t *worker_new(int index)
 
 /* ------------------------------------------------------------ timeouts */
 
-/* Janitor thread, GIL held: raise CallTimeout in the worker if it still runs
- * the job (the worker changes `current` only while holding the GIL). */
+/* Interrupter thread, GIL held: raise CallTimeout in the worker if it still
+ * runs the job (the worker changes `current` only while holding the GIL). */
 static void interrupt_run(janitor_task_t *task)
 {
     job_t *job = (job_t *)task;
     worker_t *w = job->worker;
-    if (w && w->current == job)
+    if (w && w->current == job && !job->raised) {
+        job->raised = 1;
         PyThreadState_SetAsyncExc(w->ident, PY.call_timeout);
+    }
     enif_release_resource(job);
 }
 
@@ -548,7 +622,6 @@ ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         return erlpy_make_error(env, ATOMS.enomem);
     memset(job, 0, sizeof *job);
     job->interrupt.run = interrupt_run;
-    job->interrupt.urgent = 1;
     job->context = context;
     job->env = enif_alloc_env();
     if (!job->env) {
@@ -559,6 +632,10 @@ ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     job->request = enif_make_copy(job->env, argv[2]);
     enif_self(env, &job->caller);
     atomic_store(&job->state, JOB_QUEUED);
+    if (enif_monitor_process(env, job, &job->caller, &job->monitor) != 0) {
+        enif_release_resource(job); /* cannot happen: the caller is running this NIF */
+        return enif_make_badarg(env);
+    }
 
     ERL_NIF_TERM result;
     pthread_mutex_lock(&P.lock);
@@ -576,15 +653,7 @@ ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         } else {
             push(&P.head, &P.tail, job);
             atomic_fetch_add(&P.queued, 1);
-            /* A spinning worker will take it; otherwise wake an idle one. */
-            for (int i = 0; i < P.contexts && !atomic_load(&P.spinners); i++) {
-                worker_t *w = P.workers[i];
-                if (w->idle) {
-                    w->idle = 0; /* claimed: the next job goes to another idle one */
-                    pthread_cond_signal(&w->wake);
-                    break;
-                }
-            }
+            wake_idle_locked();
         }
         result = enif_make_tuple2(env, ATOMS.ok, enif_make_resource(env, job));
     }
@@ -611,13 +680,12 @@ static int unlink_job(job_t **head, job_t **tail, job_t *job)
     return 0;
 }
 
-/* cancel(Job) -> cancelled | done.  `done`: the reply is (being) sent. */
-ERL_NIF_TERM workers_cancel_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+/* Cancels a job: a queued one is unlinked and never runs; a running one gets
+ * CallTimeout raised in its worker, and a buffer read it sleeps in wakes at
+ * once.  Returns the state the job was in.  Any thread that may call
+ * enif_demonitor_process with `env`; takes P.lock. */
+static int job_cancel(ErlNifEnv *env, job_t *job)
 {
-    (void)argc;
-    job_t *job;
-    if (!enif_get_resource(env, argv[0], ERLPY_JOB_RT, (void **)&job))
-        return enif_make_badarg(env);
     int release_queue_ref = 0, post_interrupt = 0;
     pthread_mutex_lock(&P.lock);
     int state = atomic_load(&job->state);
@@ -629,15 +697,29 @@ ERL_NIF_TERM workers_cancel_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         atomic_store(&job->state, JOB_CANCELLED);
     } else if (state == JOB_RUNNING) {
         atomic_store(&job->state, JOB_CANCELLED);
-        enif_keep_resource(job); /* the janitor task's reference */
+        enif_keep_resource(job); /* the interrupt task's reference */
         post_interrupt = 1;
+        if (job->waiting_on) /* alive: its reader clears this under P.lock first */
+            stream_wake(job->waiting_on);
     }
     pthread_mutex_unlock(&P.lock);
     if (post_interrupt)
-        janitor_post(&job->interrupt);
-    if (release_queue_ref)
+        janitor_interrupt(&job->interrupt);
+    if (release_queue_ref) {
+        enif_demonitor_process(env, job, &job->monitor); /* it never runs, never finishes */
         enif_release_resource(job);
-    return state == JOB_DONE ? ATOMS.done : ATOMS.cancelled;
+    }
+    return state;
+}
+
+/* cancel(Job) -> cancelled | done.  `done`: the reply is (being) sent. */
+ERL_NIF_TERM workers_cancel_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    job_t *job;
+    if (!enif_get_resource(env, argv[0], ERLPY_JOB_RT, (void **)&job))
+        return enif_make_badarg(env);
+    return job_cancel(env, job) == JOB_DONE ? ATOMS.done : ATOMS.cancelled;
 }
 
 /* info() -> #{contexts, threads, busy, queued} */

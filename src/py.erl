@@ -73,7 +73,8 @@ call(_Ctx, _Module, _Function, _Args, _Kwargs, _Options) ->
 %% result, what `call/6' would have returned, arrives later as the message
 %% `{Ref, Result}'.  For a process that has other messages to serve while
 %% Python runs (a runner relaying a response).  There is no timeout: the
-%% call runs to its end.
+%% call runs to its end, unless the calling process dies first (then it is
+%% cancelled, as every call whose caller dies).
 -spec submit(target(), name(), name(), [term()], kwargs()) ->
           {ok, reference()} | {error, error()}.
 submit(Ctx, Module, Function, Args, Kwargs) when is_list(Args), is_map(Kwargs) ->

@@ -10,7 +10,8 @@ all() ->
      timeout_interrupts_python, timeout_frees_queued_call, exception_structure,
      no_atoms_from_python, c_extensions_import, send_from_python_thread,
      bad_arguments_are_badarg, unknown_context, unknown_module,
-     send_deep_term_from_small_stack_does_not_crash, big_request_copied_off_scheduler].
+     send_deep_term_from_small_stack_does_not_crash, big_request_copied_off_scheduler,
+     shared_call_not_stranded_by_context_call].
 
 init_per_suite(Config) ->
     erlpy_test:start(Config).
@@ -205,3 +206,18 @@ big_request_copied_off_scheduler(_) ->
     ct:pal("emulator time: schedulers ~b us, dirty CPU schedulers ~b us",
            [Time(scheduler), Time(dirty_cpu_scheduler)]),
     ?assert(Time(dirty_cpu_scheduler) > Time(scheduler)).
+
+%% Regression: a worker woken for a shared call that found a call of its own
+%% context first ran that one, and the shared call waited with other
+%% workers idle (for ever, if its own call blocked).
+shared_call_not_stranded_by_context_call(_) ->
+    Ctx = py:context(1),
+    [begin
+         Gate = list_to_binary("strand" ++ integer_to_list(I)),
+         Self = self(),
+         spawn_link(fun() -> Self ! {gate, py:call(Ctx, bridge_helpers, block, [Gate])} end),
+         ?assertEqual({ok, I}, py:call(any, operator, add, [I, 0], #{}, #{timeout => 10000})),
+         {ok, true} = py:call(bridge_helpers, release, [Gate]),
+         receive {gate, R} -> ?assertEqual({ok, Gate}, R) end
+     end || I <- lists:seq(1, 50)],
+    ok.
