@@ -115,10 +115,13 @@ root() ->
     Src = proplists:get_value(source, ?MODULE:module_info(compile)),
     filename:dirname(filename:dirname(Src)).
 
-%% A copy of a project from the data directory.
+%% A copy of a project from the data directory (found from the source: a
+%% run of the suites compiled elsewhere, as make test-asan does, has no
+%% data directory beside the compiled suite).
 project(Config, Name) ->
     Dir = filename:join(?config(priv_dir, Config), Name),
-    sh("cp -R " ++ filename:join(?config(data_dir, Config), Name) ++ " " ++ Dir, ".", []),
+    Data = filename:join([root(), "test", "erlpy_release_SUITE_data", Name]),
+    sh("cp -R " ++ Data ++ " " ++ Dir, ".", []),
     Dir.
 
 %% Where a release and the test exchange files: one per test case (the
