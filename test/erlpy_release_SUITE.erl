@@ -158,10 +158,12 @@ start(Config, Bin, Args, Env) ->
     ok = file:write_file(filename:join(?config(priv_dir, Config), "os_pid"), integer_to_list(OsPid)),
     put(release, Port),
     PortFile = filename:join(Run, "port"),
-    erlpy_test:wait_until(fun() -> filelib:is_regular(PortFile) orelse exited() end, 120000),
-    case file:read_file(PortFile) of
-        {ok, N} -> binary_to_integer(N);
-        {error, _} -> ct:fail("the release did not start: ~s", [element(2, collect(Port, []))])
+    %% Written, not merely created.
+    Written = fun() -> case file:read_file(PortFile) of {ok, <<_, _/binary>>} -> true; _ -> false end end,
+    erlpy_test:wait_until(fun() -> Written() orelse exited() end, 120000),
+    case Written() of
+        true -> {ok, N} = file:read_file(PortFile), binary_to_integer(N);
+        false -> ct:fail("the release did not start: ~s", [element(2, collect(Port, []))])
     end.
 
 exited() ->
