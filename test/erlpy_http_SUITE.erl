@@ -31,6 +31,10 @@ end_per_suite(Config) ->
     %% The 1 GiB upload file would stay in the logs of every run: disks fill.
     _ = file:delete(filename:join(?config(priv_dir, Config), "gib.bin")),
     erlpy_http:stop(?config(server, Config)),
+    %% The 1 GiB upload file: each run (one per Python, and the sanitizer
+    %% run) would otherwise leave one behind in its logs.
+    File = filename:join(?config(priv_dir, Config), "gib.bin"),
+    _ = [file:delete(F) || F <- [File, File ++ ".sha256"]],
     erlpy_test:stop(Config).
 
 %% The Flask tests need Flask in the embedded Python (Debian's has it, the
