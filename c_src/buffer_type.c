@@ -889,7 +889,7 @@ static PyType_Slot cv_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec cv_spec = {"erlang._PyBufferChunk", sizeof(chunk_view_t), 0,
+static PyType_Spec cv_spec = {"erlang.PyBufferChunk", sizeof(chunk_view_t), 0,
                               Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |
                                   Py_TPFLAGS_DISALLOW_INSTANTIATION,
                               cv_slots};
