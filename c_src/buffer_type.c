@@ -429,10 +429,7 @@ static PyObject *line_fast(pybuffer_t *self, Py_ssize_t size)
         cap = (size_t)size;
     if (limit && limit < cap) /* content <= line_limit, plus the newline */
         cap = limit + 1;
-    if (stream_reader_enter(STREAM(self)) != STREAM_OK)
-        return NULL;
     int status = stream_read_through(STREAM(self), '\n', line, cap, &n);
-    stream_reader_leave(STREAM(self));
     if (status != STREAM_OK || n == 0)
         return NULL;
     return PyBytes_FromStringAndSize(line, (Py_ssize_t)n);

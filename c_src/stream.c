@@ -972,6 +972,12 @@ int stream_read_through(stream_t *s, int delim, void *dst, size_t cap, size_t *n
         rc = s->aborted ? STREAM_EABORTED : STREAM_ECLOSED;
         goto out;
     }
+    /* One step under the lock needs no reader_enter: a reader inside a
+     * longer read is told apart, one that enters meanwhile comes after us. */
+    if (atomic_load_explicit(&s->reader_inside, memory_order_relaxed)) {
+        rc = STREAM_EBUSY;
+        goto out;
+    }
     size_t lim = MIN(cap, unread_locked(s)), seen = 0;
     struct chunk *c = s->cur;
     size_t off = s->cur_off;

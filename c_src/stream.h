@@ -136,8 +136,9 @@ void stream_unpin(stream_t *s, stream_pin_t *pin);  /* any thread, lock-free for
 /* If `delim` is among the first min(cap, unread) unread bytes, copies the
  * bytes up to and including it to dst, advances past them and sets *n to
  * their count; otherwise copies nothing and sets *n to 0 (a line longer than
- * cap, or not complete yet).  Returns STREAM_OK, EABORTED or ECLOSED (reader
- * closed; *n is then 0). */
+ * cap, or not complete yet).  Returns STREAM_OK, EABORTED, ECLOSED (reader
+ * closed) or EBUSY (another thread is inside a read); *n is then 0.  One
+ * step under the stream lock: the caller need not be inside. */
 int stream_read_through(stream_t *s, int delim, void *dst, size_t cap, size_t *n);
 
 /* Takes up to max unread bytes as they lie in the chunk holding the read

@@ -1355,6 +1355,13 @@ static void test_read_through(void)
     CHECK_EQ(n, 1);
     CHECK_EQ(stream_read_through(s, '\n', buf, sizeof buf, &n), STREAM_OK); /* nothing unread */
     CHECK_EQ(n, 0);
+    CHECK_EQ(write_str(s, "busy\n"), STREAM_OK);
+    CHECK_EQ(stream_reader_enter(s), STREAM_OK); /* another reader inside a read */
+    CHECK_EQ(stream_read_through(s, '\n', buf, sizeof buf, &n), STREAM_EBUSY);
+    CHECK_EQ(n, 0);
+    stream_reader_leave(s);
+    CHECK_EQ(stream_read_through(s, '\n', buf, sizeof buf, &n), STREAM_OK);
+    CHECK_EQ(n, 5);
     stream_reader_close(s);
     CHECK_EQ(stream_read_through(s, '\n', buf, sizeof buf, &n), STREAM_ECLOSED);
     CHECK_EQ(n, 0);
