@@ -25,6 +25,7 @@ typedef struct {
 } pybuffer_t;
 
 static PyObject *incomplete_read_error; /* erlang.IncompleteReadError(EOFError) */
+static PyObject *chunk_view_type;       /* holder of one readview() pin, below */
 static PyObject *unsupported_operation; /* io.UnsupportedOperation */
 
 #define STREAM(self) ((self)->buf->stream)
@@ -414,12 +415,35 @@ static PyObject *read_line(pybuffer_t *self, Py_ssize_t size)
     }
 }
 
+/* Lines up to this long take the fast path (a stack copy). */
+#define LINE_FAST 2048
+
+/* The common case in one stream-lock round: the whole line, within size and
+ * line_limit, is there already.  Returns it, or NULL without an exception
+ * when the slow path must decide (no newline yet, too long, closed, busy). */
+static PyObject *line_fast(pybuffer_t *self, Py_ssize_t size)
+{
+    char line[LINE_FAST];
+    size_t cap = sizeof line, n = 0, limit = self->buf->line_limit;
+    if (size >= 0 && (size_t)size < cap)
+        cap = (size_t)size;
+    if (limit && limit < cap) /* content <= line_limit, plus the newline */
+        cap = limit + 1;
+    int status = stream_read_through(STREAM(self), '\n', line, cap, &n);
+    if (status != STREAM_OK || n == 0)
+        return NULL;
+    return PyBytes_FromStringAndSize(line, (Py_ssize_t)n);
+}
+
 static PyObject *pb_readline(pybuffer_t *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t n;
-    if (parse_size(args, nargs, "readline", &n) < 0 || enter(self) < 0)
+    if (parse_size(args, nargs, "readline", &n) < 0)
         return NULL;
-    PyObject *r = read_line(self, n);
+    PyObject *r = line_fast(self, n);
+    if (r || PyErr_Occurred() || enter(self) < 0)
+        return r;
+    r = read_line(self, n);
     leave(self);
     return r;
 }
@@ -452,9 +476,12 @@ static PyObject *pb_readlines(pybuffer_t *self, PyObject *const *args, Py_ssize_
 
 static PyObject *pb_iternext(pybuffer_t *self)
 {
+    PyObject *line = line_fast(self, -1);
+    if (line || PyErr_Occurred())
+        return line;
     if (enter(self) < 0)
         return NULL;
-    PyObject *line = read_line(self, -1);
+    line = read_line(self, -1);
     leave(self);
     if (line && PyBytes_GET_SIZE(line) == 0)
         Py_CLEAR(line); /* StopIteration */
@@ -823,6 +850,81 @@ static void pb_releasebuffer(pybuffer_t *self, Py_buffer *view)
     stream_unpin(STREAM(self), view->internal);
 }
 
+/* ------------------------------------------------------------ readview */
+
+/* What a readview() memoryview exports: bytes pinned in the stream, the pin
+ * dropped when the last view of them is released.  It keeps the resource
+ * (so the stream) alive until then.  Not reachable from Python by name. */
+typedef struct {
+    PyObject_HEAD
+    buffer_t *buf;      /* a kept reference, or NULL before the pin */
+    stream_pin_t *pin;
+    const void *ptr;
+    size_t len;
+} chunk_view_t;
+
+static int cv_getbuffer(chunk_view_t *self, Py_buffer *view, int flags)
+{
+    return PyBuffer_FillInfo(view, (PyObject *)self, (void *)self->ptr, (Py_ssize_t)self->len, 1, flags);
+}
+
+static void cv_dealloc(chunk_view_t *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    if (self->buf) {
+        stream_unpin(self->buf->stream, self->pin);
+        enif_release_resource(self->buf);
+    }
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyType_Slot cv_slots[] = {
+    {Py_tp_dealloc, cv_dealloc},
+    {Py_bf_getbuffer, cv_getbuffer},
+    {Py_tp_doc, "Bytes of an erlang.PyBuffer held for readview()'s memoryviews."},
+    {0, NULL},
+};
+
+static PyType_Spec cv_spec = {"erlang.PyBufferChunk", sizeof(chunk_view_t), 0,
+                              Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |
+                                  Py_TPFLAGS_DISALLOW_INSTANTIATION,
+                              cv_slots};
+
+/* Up to size bytes (all of the chunk if negative) as they lie in one written
+ * chunk, consumed, as a read-only memoryview: no copy, no merge.  Blocks for
+ * one byte as read1(); an empty view at EOF. */
+static PyObject *pb_readview(pybuffer_t *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t n;
+    size_t avail;
+    if (parse_size(args, nargs, "readview", &n) < 0 || enter(self) < 0)
+        return NULL;
+    PyObject *r = NULL;
+    chunk_view_t *cv = NULL;
+    if (n != 0 && wait_for(self, 1, &avail) < 0)
+        goto done;
+    /* the holder first: once bytes are consumed nothing else may fail but
+     * the memoryview itself */
+    if (!(cv = PyObject_New(chunk_view_t, (PyTypeObject *)chunk_view_type)))
+        goto done;
+    cv->buf = NULL;
+    cv->pin = NULL;
+    int status = stream_read_pinned(STREAM(self), n < 0 ? SIZE_MAX : (size_t)n, &cv->ptr, &cv->len, &cv->pin);
+    if (status != STREAM_OK) {
+        raise_status(self, status);
+        goto done;
+    }
+    enif_keep_resource(self->buf);
+    cv->buf = self->buf;
+    if (!(r = PyMemoryView_FromObject((PyObject *)cv)))
+        unconsume(self, cv->len);
+done:
+    Py_XDECREF(cv);
+    leave(self);
+    return r;
+}
+
 /* ------------------------------------------------------------ the type */
 
 static void pb_dealloc(pybuffer_t *self)
@@ -850,6 +952,7 @@ static PyMethodDef pb_methods[] = {
     {"at_eof", (PyCFunction)pb_at_eof, METH_NOARGS, "at_eof($self, /)\n--\n\nTrue when closed by the writer and all read."},
     {"readuntil", FASTCALL(pb_readuntil), "readuntil($self, separator=b'\\n', /)\n--\n\nRead up to and including separator; IncompleteReadError on EOF first."},
     {"readexactly", (PyCFunction)pb_readexactly, METH_O, "readexactly($self, n, /)\n--\n\nRead exactly n bytes; IncompleteReadError on EOF first."},
+    {"readview", FASTCALL(pb_readview), "readview($self, size=-1, /)\n--\n\nTake up to size bytes as they lie in one written chunk, without copying, as a read-only memoryview; blocks as read1(); an empty view at EOF."},
     {"find", FASTCALL(pb_find), "find($self, sub, start=0, end=None, /)\n--\n\nIndex of sub in the unread bytes available now, relative to the read position, or -1."},
     {"seek", FASTCALL(pb_seek), "seek($self, offset, whence=0, /)\n--\n\nMove the read position; positions count from the first byte written."},
     {"tell", (PyCFunction)pb_tell, METH_NOARGS, "tell($self, /)\n--\n\nThe read position."},
@@ -919,6 +1022,8 @@ int erlpy_buffer_type_init(PyObject *module)
     Py_INCREF(incomplete_read_error);
     if (!(io = PyImport_ImportModule("io")) ||
         !(unsupported_operation = PyObject_GetAttrString(io, "UnsupportedOperation")))
+        goto done;
+    if (!(chunk_view_type = PyType_FromSpec(&cv_spec)))
         goto done;
     PY.buffer_type = PyType_FromSpec(&pb_spec);
     if (!PY.buffer_type || PyModule_AddObjectRef(module, "PyBuffer", PY.buffer_type) < 0)

@@ -1006,3 +1006,89 @@ void stream_abort_reason(stream_t *s, char *buf, size_t cap)
     buf[n] = '\0';
     unlock(s);
 }
+
+/* ---- fast paths (one lock round each) ---- */
+
+int stream_read_through(stream_t *s, int delim, void *dst, size_t cap, size_t *n)
+{
+    deferred d = {0};
+    int rc = STREAM_OK;
+    size_t got = 0;
+
+    lock(s);
+    if (dead_locked(s)) {
+        rc = s->aborted ? STREAM_EABORTED : STREAM_ECLOSED;
+        goto out;
+    }
+    /* One step under the lock needs no reader_enter: a reader inside a
+     * longer read is told apart, one that enters meanwhile comes after us. */
+    if (atomic_load_explicit(&s->reader_inside, memory_order_relaxed)) {
+        rc = STREAM_EBUSY;
+        goto out;
+    }
+    size_t lim = MIN(cap, unread_locked(s)), seen = 0;
+    struct chunk *c = s->cur;
+    size_t off = s->cur_off;
+    while (seen < lim) { /* memchr per chunk: the line may straddle them */
+        size_t piece = MIN(c->len - off, lim - seen);
+        const char *p = memchr(c->data + off, (unsigned char)delim, piece);
+        if (p) {
+            got = seen + (size_t)(p - (c->data + off)) + 1;
+            break;
+        }
+        seen += piece;
+        c = c->next;
+        off = 0;
+    }
+    if (got > 0) {
+        span_copy(&s->cur, &s->cur_off, dst, got);
+        s->rpos += got;
+        moved_locked(s, &d);
+    }
+out:
+    unlock(s);
+    run_deferred(&d);
+    *n = got;
+    return rc;
+}
+
+int stream_read_pinned(stream_t *s, size_t max, const void **ptr, size_t *len,
+                       stream_pin_t **pin)
+{
+    static const char empty[1];
+    deferred d = {0};
+    int rc = STREAM_OK;
+    stream_pin_t *p = malloc(sizeof *p);
+
+    *pin = NULL;
+    *len = 0;
+    if (!p)
+        return STREAM_ENOMEM;
+    p->chunk = NULL;
+    *ptr = empty;
+    lock(s);
+    size_t un = unread_locked(s);
+    if (dead_locked(s)) {
+        rc = s->aborted ? STREAM_EABORTED : STREAM_ECLOSED;
+    } else if (un > 0 && max > 0) {
+        /* The rest of the current chunk, as it lies: its bytes never change
+         * and the pin's reference keeps the chunk after it is dropped. */
+        struct chunk *c = s->cur;
+        size_t n = MIN(MIN(c->len - s->cur_off, un), max);
+        c->refs++;
+        p->chunk = c;
+        *ptr = c->data + s->cur_off;
+        *len = n;
+        span_copy(&s->cur, &s->cur_off, NULL, n);
+        s->rpos += n;
+        moved_locked(s, &d);
+    }
+    unlock(s);
+    run_deferred(&d);
+    if (rc != STREAM_OK) {
+        free(p);
+        return rc;
+    }
+    *pin = p;
+    return rc;
+}

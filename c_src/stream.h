@@ -146,6 +146,26 @@ int stream_notify_ready(stream_t *s, size_t want, stream_ready_fn fn, void *ctx)
  * or NULL if none is pending (it fired, or there was none). */
 void *stream_cancel_ready(stream_t *s);
 
+/* Fast paths for the Python reader, one lock round each, never blocking. */
+
+/* If `delim` is among the first min(cap, unread) unread bytes, copies the
+ * bytes up to and including it to dst, advances past them and sets *n to
+ * their count; otherwise copies nothing and sets *n to 0 (a line longer than
+ * cap, or not complete yet).  Returns STREAM_OK, EABORTED, ECLOSED (reader
+ * closed) or EBUSY (another thread is inside a read); *n is then 0.  One
+ * step under the stream lock: the caller need not be inside. */
+int stream_read_through(stream_t *s, int delim, void *dst, size_t cap, size_t *n);
+
+/* Takes up to max unread bytes as they lie in the chunk holding the read
+ * position (no copy, no merge: at most the rest of that chunk) and advances
+ * past them.  *ptr, *len describe them; they stay valid and unchanged until
+ * stream_unpin(*pin), whatever is written, read or dropped (keep_consumed or
+ * not) meanwhile, and writes never fail because of the pin.  *len is 0 when
+ * nothing is unread or max is 0.  Returns STREAM_OK, EABORTED, ECLOSED
+ * (reader closed) or ENOMEM (*pin then NULL, nothing consumed). */
+int stream_read_pinned(stream_t *s, size_t max, const void **ptr, size_t *len,
+                       stream_pin_t **pin);
+
 /* ---- positions and state (any thread) ---- */
 uint64_t stream_tell(stream_t *s);
 /* Sets the read position.  ok if the bytes at pos are still held (keep_consumed,

@@ -60,6 +60,9 @@ class PyBuffer(io.BufferedIOBase):
     def async_reader(self, /, limit: int = 65536) -> erlpy_aio.BufferReader:
         """An asyncio.StreamReader-compatible reader of this buffer (coroutines
         read, readline, readexactly, readuntil; at_eof; async for)."""
+    def readview(self, size: int | None = -1, /) -> memoryview:
+        """Up to size bytes as they lie in one written chunk, consumed, as a
+        read-only memoryview (no copy); blocks as read1(); empty at EOF."""
     def find(self, sub: Buffer, start: int = 0, end: int | None = None, /) -> int: ...
     def seek(self, offset: int, whence: int = 0, /) -> int: ...
     def tell(self) -> int: ...

@@ -1387,6 +1387,125 @@ static void test_unpin_other_thread(void)
 
 /* ---- runner ---- */
 
+
+/* stream_read_through: a line within cap is copied and consumed in one call,
+ * across chunk boundaries; otherwise nothing moves. */
+static void test_read_through(void)
+{
+    static const char *const parts[] = {"ab\ncd", "ef", "g\nh"};
+    stream_t *s = pieces(0, parts, 3);
+    char buf[16];
+    size_t n = 99;
+    CHECK_EQ(stream_read_through(s, '\n', buf, sizeof buf, &n), STREAM_OK);
+    CHECK_EQ(n, 3);
+    CHECK(memcmp(buf, "ab\n", 3) == 0);
+    CHECK_EQ(stream_read_through(s, '\n', buf, 5, &n), STREAM_OK); /* "cdefg\n" is 6 */
+    CHECK_EQ(n, 0);
+    CHECK_EQ(stream_tell(s), 3);
+    CHECK_EQ(stream_read_through(s, '\n', buf, 6, &n), STREAM_OK);
+    CHECK_EQ(n, 6);
+    CHECK(memcmp(buf, "cdefg\n", 6) == 0);
+    CHECK_EQ(stream_read_through(s, '\n', buf, sizeof buf, &n), STREAM_OK); /* "h": no newline yet */
+    CHECK_EQ(n, 0);
+    CHECK_EQ(stream_unread(s), 1);
+    CHECK_EQ(info(s).memory, 3); /* consumed chunks freed (keep_consumed off) */
+    CHECK_EQ(stream_read_through(s, 'h', buf, 0, &n), STREAM_OK);
+    CHECK_EQ(n, 0);
+    CHECK_EQ(stream_read_through(s, 'h', buf, 1, &n), STREAM_OK);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(stream_read_through(s, '\n', buf, sizeof buf, &n), STREAM_OK); /* nothing unread */
+    CHECK_EQ(n, 0);
+    CHECK_EQ(write_str(s, "busy\n"), STREAM_OK);
+    CHECK_EQ(stream_reader_enter(s), STREAM_OK); /* another reader inside a read */
+    CHECK_EQ(stream_read_through(s, '\n', buf, sizeof buf, &n), STREAM_EBUSY);
+    CHECK_EQ(n, 0);
+    stream_reader_leave(s);
+    CHECK_EQ(stream_read_through(s, '\n', buf, sizeof buf, &n), STREAM_OK);
+    CHECK_EQ(n, 5);
+    stream_reader_close(s);
+    CHECK_EQ(stream_read_through(s, '\n', buf, sizeof buf, &n), STREAM_ECLOSED);
+    CHECK_EQ(n, 0);
+    stream_free(s);
+
+    s = new_stream(1, -1);
+    CHECK_EQ(write_str(s, "x\ny"), STREAM_OK);
+    stream_abort(s, "gone");
+    CHECK_EQ(stream_read_through(s, '\n', buf, sizeof buf, &n), STREAM_EABORTED);
+    CHECK_EQ(n, 0);
+    stream_free(s);
+}
+
+/* stream_read_pinned: chunks as they lie, no merge, consumed as taken; the
+ * views outlive consumption, freeing, more writes and an abort. */
+static void test_read_pinned(void)
+{
+    stream_t *s = new_stream(0, -1);
+    borrow_t *b1 = borrow_new(s, "0123456789", 10), *b2 = borrow_new(s, "abcdef", 6);
+    CHECK_EQ(stream_write_borrowed(s, b1->data, 10, borrow_release, b1), STREAM_OK);
+    CHECK_EQ(stream_write_borrowed(s, b2->data, 6, borrow_release, b2), STREAM_OK);
+    CHECK_EQ(stream_skip(s, 2), 2);
+    const void *p1, *p2, *p3, *p4;
+    size_t l1, l2, l3, l4;
+    stream_pin_t *pin1, *pin2, *pin3, *pin4;
+    CHECK_EQ(stream_read_pinned(s, 3, &p1, &l1, &pin1), STREAM_OK);
+    CHECK(p1 == b1->data + 2); /* zero copy */
+    CHECK_EQ(l1, 3);
+    CHECK_EQ(stream_read_pinned(s, SIZE_MAX, &p2, &l2, &pin2), STREAM_OK);
+    CHECK(p2 == b1->data + 5); /* the rest of the first chunk only */
+    CHECK_EQ(l2, 5);
+    CHECK_EQ(stream_tell(s), 10);
+    CHECK_EQ(b1->released, 0); /* consumed, pinned */
+    CHECK_EQ(info(s).memory, 16);
+    CHECK_EQ(stream_read_pinned(s, SIZE_MAX, &p3, &l3, &pin3), STREAM_OK);
+    CHECK(p3 == b2->data);
+    CHECK_EQ(l3, 6);
+    CHECK_EQ(stream_read_pinned(s, SIZE_MAX, &p4, &l4, &pin4), STREAM_OK); /* nothing unread */
+    CHECK_EQ(l4, 0);
+    CHECK(p4 != NULL);
+    stream_unpin(s, pin4);
+    CHECK_EQ(stream_read_pinned(s, 0, &p4, &l4, &pin4), STREAM_OK);
+    CHECK_EQ(l4, 0);
+    stream_unpin(s, pin4);
+    /* writes go on while views are held; an owned tail is not appended to
+     * while pinned */
+    CHECK_EQ(write_str(s, "xy"), STREAM_OK);
+    CHECK_EQ(stream_read_pinned(s, 1, &p4, &l4, &pin4), STREAM_OK);
+    CHECK_EQ(l4, 1);
+    CHECK(memcmp(p4, "x", 1) == 0);
+    CHECK_EQ(write_str(s, "z"), STREAM_OK);
+    char buf[8];
+    CHECK_EQ(stream_read(s, buf, 8), 2);
+    CHECK(memcmp(buf, "yz", 2) == 0);
+    stream_unpin(s, pin1);
+    CHECK_EQ(b1->released, 0);
+    stream_abort(s, "gone");
+    CHECK_EQ(stream_read_pinned(s, 1, &p1, &l1, &pin1), STREAM_EABORTED);
+    CHECK(pin1 == NULL);
+    CHECK(memcmp(p2, "56789", 5) == 0 && memcmp(p3, "abcdef", 6) == 0 && memcmp(p4, "x", 1) == 0);
+    stream_unpin(s, pin2);
+    CHECK_EQ(b1->released, 1);
+    stream_unpin(s, pin3);
+    CHECK_EQ(b2->released, 1);
+    stream_unpin(s, pin4);
+    CHECK_EQ(info(s).memory, 0);
+    stream_free(s);
+    borrow_free(b1);
+    borrow_free(b2);
+
+    /* keep_consumed: pinned bytes stay seekable and unchanged */
+    s = new_stream(1, -1);
+    CHECK_EQ(write_str(s, "hello"), STREAM_OK);
+    CHECK_EQ(stream_read_pinned(s, SIZE_MAX, &p1, &l1, &pin1), STREAM_OK);
+    CHECK_EQ(l1, 5);
+    CHECK_EQ(stream_seek(s, 1), STREAM_OK);
+    CHECK(read_is(s, 8, "ello"));
+    stream_reader_close(s);
+    CHECK_EQ(stream_read_pinned(s, 1, &p2, &l2, &pin2), STREAM_ECLOSED);
+    CHECK(memcmp(p1, "hello", 5) == 0);
+    stream_unpin(s, pin1);
+    stream_free(s);
+}
+
 typedef struct {
     const char *name;
     void (*fn)(void);
@@ -1424,6 +1543,8 @@ static const test_case tests[] = {
     {"notify_ready", test_notify_ready},
     {"pipeline_threads", test_pipeline_threads},
     {"unpin_other_thread", test_unpin_other_thread},
+    {"read_through", test_read_through},
+    {"read_pinned", test_read_pinned},
 };
 
 int main(void)

@@ -1125,6 +1125,92 @@ class PyBufferOnly(unittest.TestCase):
         with self.assertRaises(erlang.StreamAborted):
             memoryview(buf)
 
+    # -- readview: zero-copy consumption
+
+    def test_readview_chunks_as_written(self):
+        """One view per written chunk (big writes are chunks of their own),
+        never merged, consumed as taken; an empty view at EOF."""
+        data = random_bytes(200_000, seed=13)
+        chunks = [data[:4096], data[4096:70000], data[70000:]]
+        for keep in [True, False]:
+            with self.subTest(keep_consumed=keep):
+                buf = self.new(*chunks, close=True, keep_consumed=keep)
+                views = []
+                while view := buf.readview():
+                    self.assertIsInstance(view, memoryview)
+                    self.assertTrue(view.readonly)
+                    self.assertEqual(buf.tell(), sum(map(len, views)) + len(view))
+                    views.append(view)
+                self.assertEqual([len(v) for v in views], [len(c) for c in chunks])
+                self.assertEqual(b''.join(views), data)
+                self.assertEqual(buf.read(), b'')
+                self.assertEqual(bytes(buf.readview()), b'')
+                with self.assertRaises(TypeError):
+                    views[0][0] = 1
+                for v in views:
+                    v.release()
+
+    def test_readview_size(self):
+        buf = self.new(b'x' * 3000, b'y' * 3000, close=True)
+        self.assertEqual(bytes(buf.readview(0)), b'')
+        self.assertEqual(bytes(buf.readview(10)), b'x' * 10)
+        self.assertEqual(bytes(buf.readview(None)), b'x' * 2990)  # the rest of that chunk only
+        self.assertEqual(bytes(buf.readview(-1)), b'y' * 3000)
+        self.assertEqual(bytes(buf.readview(5)), b'')
+        self.assertRaises(TypeError, buf.readview, 1.5)
+        self.assertRaises(TypeError, buf.readview, 1, 2)
+
+    def test_readview_mixes_with_reads(self):
+        buf = self.new(b'line one\n', close=True)
+        self.assertEqual(buf.read(2), b'li')
+        self.assertEqual(bytes(buf.readview(3)), b'ne ')
+        self.assertEqual(buf.readline(), b'one\n')
+        buf = self.new(b'ab\ncd\n', close=True)
+        self.assertEqual(bytes(buf.readview()), b'ab\ncd\n')
+        self.assertEqual(buf.seek(3), 3)
+        self.assertEqual(buf.readline(), b'cd\n')
+
+    def test_readview_waits_and_times_out(self):
+        buf = self.new(read_timeout=50)
+        self.assertRaises(erlang.ReadTimeout, buf.readview)
+        self.w.later(buf, ('sleep', 20), ('write', b'late'), ('close',))
+        self.assertEqual(bytes(buf.readview()), b'late')
+        self.assertEqual(len(buf.readview()), 0)
+
+    def test_readview_survives_everything(self):
+        """A view holds its bytes through later writes, reads that free
+        consumed chunks, reader close and abort; a held view never makes a
+        write fail, and the memory goes when the view is released."""
+        buf = self.new(b'a' * 5000, keep_consumed=False)
+        view = buf.readview()
+        self.put(buf, b'b' * 5000, b'c')
+        self.assertEqual(buf.read(5001), b'b' * 5000 + b'c')
+        held = self.w.info(buf)['memory']
+        self.assertEqual(bytes(view), b'a' * 5000)
+        view.release()
+        self.assertEqual(held - self.w.info(buf)['memory'], 5000)
+        buf = self.new(b'kept', b' bytes')
+        view = buf.readview()
+        buf.close()
+        self.assertEqual(self.w.write(buf, b'x' * 5000), 'closed')
+        self.assertEqual(bytes(view), b'kept bytes')
+        buf = self.new(b'y' * 3000)
+        view = buf.readview()
+        self.w.abort(buf)
+        self.assertRaises(erlang.StreamAborted, buf.readview)
+        self.assertEqual(bytes(view), b'y' * 3000)
+        del buf
+        self.assertEqual(bytes(view), b'y' * 3000)
+
+    def test_readview_errors(self):
+        buf = self.new(b'abc', close=True)
+        buf.close()
+        with self.assertRaisesRegex(ValueError, CLOSED):
+            buf.readview()
+        buf = self.new(b'ab', content_length=10, close=True)
+        self.assertEqual(bytes(buf.readview()), b'ab')
+        self.assertRaises(erlang.StreamIncomplete, buf.readview)
+
     # -- state
 
     def test_len_and_repr(self):
