@@ -2,11 +2,10 @@
 OS process in its own session, on a localhost port picked free at run time,
 serving bench/soak_app.py, and stopped by its process group.
 
-    erlpy     $ERLPY_CMD, default `escript examples/serve.escript`, run from
-              the repository root with APP=soak_app:app, PORT, HOST=127.0.0.1
-              and PYTHONPATH=bench in its environment; "{port}" and "{app}"
-              in ERLPY_CMD are replaced too, e.g.
-              ERLPY_CMD='bin/erlpy serve {app} -b 127.0.0.1:{port}'
+    erlpy     $ERLPY_CMD, default `bin/erlpy serve {app} --bind
+              127.0.0.1:{port}`, run from the repository root with
+              APP=soak_app:app, PORT, HOST=127.0.0.1 and PYTHONPATH=bench in
+              its environment; "{port}" and "{app}" in ERLPY_CMD are replaced
     gunicorn  gunicorn -k gthread --threads 8 -w 2 -b 127.0.0.1:PORT soak_app:app
     uwsgi     uwsgi --plugin python3 --http-socket 127.0.0.1:PORT --processes 2
                     --wsgi-file bench/soak_app.py --callable app --master
@@ -25,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 APP = "soak_app:app"
 LABEL = {"erlpy": "erlpy", "gunicorn": "gunicorn", "uwsgi": "uWSGI"}
-ERLPY_CMD = "escript examples/serve.escript"
+ERLPY_CMD = "bin/erlpy serve {app} --bind 127.0.0.1:{port}"
 
 
 def free_port():

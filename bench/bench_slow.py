@@ -10,7 +10,7 @@ Run with `make bench-slow`, or after `make build`:
 The servers (bench/bench_servers.py) serve bench/soak_app.py on free
 localhost ports, each in its own session:
 
-    erlpy     examples/serve.escript (or $ERLPY_CMD), erlpy_http's defaults
+    erlpy     bin/erlpy serve (or $ERLPY_CMD), erlpy_http's defaults
     gunicorn  -k gthread --threads 8 -w 2   (16 threads in 2 processes)
     uWSGI     --processes 2 --master, --http-socket (one request at a time
               per process), its defaults otherwise
