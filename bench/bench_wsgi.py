@@ -425,6 +425,26 @@ def classify(name):
     return "rest"
 
 
+def switches(pid):
+    """{part: voluntary context switches} of a process's threads: each is a
+    thread going to sleep, so about one wake-up each (/proc/PID/task/*/status)."""
+    out = {"sched": 0, "python": 0, "rest": 0}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = re.search(r"^Name:\s*(.*)$", text, re.M).group(1)
+        n = re.search(r"^voluntary_ctxt_switches:\s*(\d+)", text, re.M)
+        out[classify(name)] += int(n.group(1)) if n else 0
+    return out
+
+
 def split_cpu(before, after):
     out = {"sched": 0.0, "python": 0.0, "rest": 0.0}
     for tid, (name, cpu) in after.items():
@@ -489,19 +509,23 @@ def measure(server, args, rnd, results, notes):
         run_wrk(server.port, 1, conns=conns, extra=extra, path=path)  # warm-up
         c0 = server.cpu()
         t0 = thread_cpu(server.beam) if server.beam else {}
+        s0 = switches(server.beam) if server.beam else {}
         w = profiled(wl, lambda: run_wrk(server.port, args.duration, conns=conns,
                                          extra=extra, path=path))
         w["cpu"] = server.cpu() - c0
         if server.beam:
             w["split"] = split_cpu(t0, thread_cpu(server.beam))
+            s1 = switches(server.beam)
+            w["switches"] = {k: s1[k] - s0.get(k, 0) for k in s1}
         rec.setdefault("wl", {}).setdefault(wl, []).append(w)
         if wl == "c50":
             rec.setdefault("get", []).append(w)  # the plot's GET figure
         n = max(w["requests"], 1)
         split = ""
         if "split" in w:
-            split = "  (scheduler %.0f, Python workers %.0f, rest %.0f)" % tuple(
-                1e6 * w["split"][k] / n for k in ("sched", "python", "rest"))
+            split = "  (scheduler %.0f, Python workers %.0f, rest %.0f; sleeps/req %.1f %.1f %.1f)" % (
+                tuple(1e6 * w["split"][k] / n for k in ("sched", "python", "rest"))
+                + tuple(w["switches"][k] / n for k in ("sched", "python", "rest")))
         show(rnd, kind, label, "%.0f req/s, server CPU %.0f us/req%s%s" % (
             w["rps"], 1e6 * w["cpu"] / n, split, wrk_errors(w)))
 
@@ -603,6 +627,9 @@ def summarize(results, order):
                 xs = [1e6 * w["split"][part] / max(w["requests"], 1) for w in ws if "split" in w]
                 if xs:
                     m[wl + "_" + part] = med(xs)
+                xs = [w["switches"][part] / max(w["requests"], 1) for w in ws if "switches" in w]
+                if xs:
+                    m[wl + "_sw_" + part] = med(xs)
         for key in ("length", "chunked", "length_expect", "chunked_expect"):
             if key in r:
                 m[key] = med([u["mbps"] for u in r[key]])
@@ -641,6 +668,9 @@ def report(results, notes, expects, args):
             for part, name in (("sched", "scheduler threads"), ("python", "Python workers"),
                                ("rest", "other threads")):
                 row("    erlpy: " + name, wl + "_" + part, "%.0f")
+            for part, name in (("sched", "scheduler threads"), ("python", "Python workers"),
+                               ("rest", "other threads")):
+                row("    erlpy sleeps/req: " + name[:9], wl + "_sw_" + part, "%.2f")
     if args.upload:
         row("upload, Content-Length MB/s", "length", "%.0f")
         row("upload, chunked MB/s", "chunked", "%.0f")
