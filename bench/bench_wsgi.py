@@ -668,9 +668,8 @@ def report(results, notes, expects, args):
             for part, name in (("sched", "scheduler threads"), ("python", "Python workers"),
                                ("rest", "other threads")):
                 row("    erlpy: " + name, wl + "_" + part, "%.0f")
-            for part, name in (("sched", "scheduler threads"), ("python", "Python workers"),
-                               ("rest", "other threads")):
-                row("    erlpy sleeps/req: " + name[:9], wl + "_sw_" + part, "%.2f")
+            for part, name in (("sched", "scheduler"), ("python", "Python"), ("rest", "other")):
+                row("    erlpy sleeps/req: " + name, wl + "_sw_" + part, "%.2f")
     if args.upload:
         row("upload, Content-Length MB/s", "length", "%.0f")
         row("upload, chunked MB/s", "chunked", "%.0f")
