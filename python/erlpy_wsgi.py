@@ -346,8 +346,9 @@ def close_orphan(key):
 
 
 def run(app, environ, conn, rid, acks, reaper=None):
-    """Runs app for one request on this thread. Returns ok, or (more, Token,
-    Context): call step(Token) on that context for the rest.  Raises on an
+    """Runs app for one request on this thread. Returns ok, (done, Status,
+    Headers, Body) for a whole small response (see _Request.whole), or (more,
+    Token, Context): call step(Token) on that context for the rest.  Raises on an
     app error (then Erlang answers 500 if nothing was sent yet, else closes
     the connection)."""
     if isinstance(app, (bytes, str)):
