@@ -1,5 +1,5 @@
 # erlpy: the user's entry points.
-#   make run    serve a WSGI app on 127.0.0.1:8080 (APP=module:callable)
+#   make run    serve a WSGI app on 127.0.0.1:8080 (APP=module:callable), bin/erlpy
 #   make demo   a tour of the call bridge
 #   make test   every test suite: C core, Erlang (Common Test), Python, dialyzer
 #   make bench  benchmarks (bench/), printed as ratios against baselines
@@ -19,9 +19,13 @@ setup:
 build: setup
 	@$(REBAR) compile >/dev/null || $(REBAR) compile
 
-# APP=module:callable serves your own WSGI app (PORT, HOST too).
+# APP=module:callable serves your own WSGI app (PORT, HOST too), with
+# bin/erlpy (docs/cli.md); ARGS passes more options to it.
+APP ?= demo_app:app
+HOST ?= 127.0.0.1
+PORT ?= 8080
 run: build
-	@APP="$(APP)" escript examples/serve.escript
+	@bin/erlpy serve "$(APP)" --bind "$(HOST):$(PORT)" --python-path examples --access-log - $(ARGS)
 
 demo: build
 	@escript examples/demo.escript

@@ -9,8 +9,12 @@
 -include_lib("kernel/include/logger.hrl").
 
 -define(CRLF, "\r\n").
+-define(LINGER_QUIET, 2000).
+-define(LINGER_MAX, 30000).
 
-%% @doc Entry point of the connection process (spawned by an acceptor).
+%% @doc Entry point of the connection process (spawned by an acceptor, which
+%% registered it with the server and then sends `go', or `refuse' when the
+%% server is full).  It unregisters itself as it ends.
 -spec init(gen_tcp:socket(), map()) -> ok.
 init(Socket, Conf) ->
     receive
@@ -19,9 +23,17 @@ init(Socket, Conf) ->
                        {ok, {Addr, Port}} -> {list_to_binary(inet:ntoa(Addr)), Port};
                        _ -> {<<>>, 0}
                    end,
-            idle(#{socket => Socket, conf => Conf, peer => Peer, received => <<>>});
+            try
+                idle(#{socket => Socket, conf => Conf, peer => Peer, received => <<>>})
+            after
+                erlpy_http_listener:unregister(Conf, self())
+            end;
         {erlpy_http, refuse} ->
             _ = gen_tcp:send(Socket, simple_response(503, <<"too many connections">>, close)),
+            gen_tcp:close(Socket);
+        {erlpy_http, stop} ->
+            %% The server stopped before this connection started.
+            erlpy_http_listener:unregister(Conf, self()),
             gen_tcp:close(Socket)
     end.
 
@@ -227,7 +239,7 @@ run(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Start, Method, Pa
     maps:get(access_log, Conf) andalso
         ?LOG_INFO("~s ~s ~s ~b ~b ~bus",
                   [Addr, Method, Path, maps:get(status, R2), maps:get(bytes, R2),
-                   erlang:monotonic_time(microsecond) - Start]),
+                   erlang:monotonic_time(microsecond) - Start], #{domain => [erlpy, access]}),
     Next = maps:get(keep_alive, R2) andalso erlpy_http_body:drained(Pump, Input, Conf),
     case {Next, Pump} of
         {{ok, Rest}, _} ->
@@ -400,11 +412,14 @@ fail(#{socket := Sock}, Status, Why, Method) ->
 lingering_close(Sock) ->
     _ = gen_tcp:shutdown(Sock, write),
     _ = inet:setopts(Sock, [{active, false}]),
-    Deadline = erlang:monotonic_time(millisecond) + 2000,
+    Deadline = erlang:monotonic_time(millisecond) + ?LINGER_MAX,
     linger(Sock, Deadline, 16 bsl 20).
 
+%% Until the client has been quiet for ?LINGER_QUIET ms (not a fixed time
+%% from the close: a client still sending a big body on a busy machine
+%% would be reset part way), at most ?LINGER_MAX ms and 16 MiB in all.
 linger(Sock, Deadline, Budget) ->
-    Left = Deadline - erlang:monotonic_time(millisecond),
+    Left = min(?LINGER_QUIET, Deadline - erlang:monotonic_time(millisecond)),
     case Left > 0 andalso Budget > 0 andalso gen_tcp:recv(Sock, 0, Left) of
         {ok, Data} -> linger(Sock, Deadline, Budget - byte_size(Data));
         _ -> gen_tcp:close(Sock)

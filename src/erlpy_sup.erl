@@ -1,4 +1,5 @@
-%% @doc The erlpy top supervisor.
+%% @doc The erlpy top supervisor: over `erlpy_http_sup', which holds the
+%% HTTP servers started with `erlpy_http:start/1'.
 -module(erlpy_sup).
 -behaviour(supervisor).
 
@@ -14,4 +15,6 @@ start_link() ->
 init([]) ->
     Reaper = #{id => py_wsgi_reaper, start => {py_wsgi, start_link, []}},
     PythonLog = #{id => erlpy_python_log, start => {erlpy_python_log, start_link, []}},
-    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Reaper, PythonLog]}}.
+    Http = #{id => erlpy_http_sup, start => {erlpy_http_sup, start_link, []},
+             type => supervisor, shutdown => infinity},
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Reaper, PythonLog, Http]}}.

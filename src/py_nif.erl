@@ -25,15 +25,10 @@ priv_dir() ->
         Dir -> Dir
     end.
 
-%% python/ sits beside priv/ in the source tree; rebar3 links priv/ into
-%% _build, so look beside the link's target too.
+%% The Python half of erlpy: the build copies python/ into priv/python, so
+%% that it ships with the application (releases carry priv/).
 python_dirs(Priv) ->
-    Real = case file:read_link_all(Priv) of
-               {ok, Target} -> filename:absname(Target, filename:dirname(Priv));
-               {error, _} -> Priv
-           end,
-    Candidates = [filename:join(filename:dirname(P), "python") || P <- [Priv, Real]],
-    lists:usort([D || D <- Candidates, filelib:is_dir(D)]).
+    [filename:join(Priv, "python")].
 
 -spec start(pos_integer()) -> ok | {error, enomem}.
 start(_Contexts) -> erlang:nif_error(not_loaded).

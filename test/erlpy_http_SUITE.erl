@@ -29,6 +29,10 @@ init_per_suite(Config) ->
 
 end_per_suite(Config) ->
     erlpy_http:stop(?config(server, Config)),
+    %% The 1 GiB upload file: each run (one per Python, and the sanitizer
+    %% run) would otherwise leave one behind in its logs.
+    File = filename:join(?config(priv_dir, Config), "gib.bin"),
+    _ = [file:delete(F) || F <- [File, File ++ ".sha256"]],
     erlpy_test:stop(Config).
 
 %% The Flask tests need Flask in the embedded Python (Debian's has it, the
