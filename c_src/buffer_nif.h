@@ -38,6 +38,17 @@ typedef struct {
  * if buffer_notify_read armed it.  Any thread, no lock held. */
 void buffer_reading(buffer_t *buf);
 
+/* erlang.PyBuffer internals for buffer_wake.c (GIL held): the buffer behind
+ * obj (NULL with TypeError if obj is no PyBuffer), and the exception for a
+ * failed stream status (returns NULL). */
+buffer_t *erlpy_pybuffer_get(PyObject *obj);
+PyObject *erlpy_pybuffer_raise(PyObject *obj, int status);
+
+/* buffer_wake.c: PyBuffer.async_reader and the erlang._Waker type that wakes
+ * an event loop through an eventfd (GIL held). */
+PyObject *erlpy_pybuffer_async_reader(PyObject *self, PyObject *args, PyObject *kw);
+int erlpy_waker_type_init(PyObject *module);
+
 int buffer_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags);
 
 ERL_NIF_TERM buffer_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);

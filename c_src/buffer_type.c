@@ -861,6 +861,8 @@ static PyMethodDef pb_methods[] = {
     {"write", (PyCFunction)pb_unsupported, METH_O, "write($self, b, /)\n--\n\nUnsupported: written from Erlang."},
     {"flush", (PyCFunction)pb_flush, METH_NOARGS, "flush($self, /)\n--\n\nNothing to flush."},
     {"close", (PyCFunction)pb_close, METH_NOARGS, "close($self, /)\n--\n\nClose for reading; later Erlang writes get {error, closed}."},
+    {"async_reader", (PyCFunction)(void (*)(void))erlpy_pybuffer_async_reader, METH_VARARGS | METH_KEYWORDS,
+     "async_reader($self, /, limit=65536)\n--\n\nAn asyncio.StreamReader-compatible reader of this buffer (docs/buffer.md)."},
     {"__enter__", (PyCFunction)pb_enter, METH_NOARGS, NULL},
     {"__exit__", FASTCALL(pb_exit), NULL},
     {NULL, NULL, 0, NULL},
@@ -926,12 +928,28 @@ int erlpy_buffer_type_init(PyObject *module)
     PyObject *base = PyObject_GetAttrString(io, "BufferedIOBase");
     r = base ? PyObject_CallMethod(base, "register", "O", PY.buffer_type) : NULL;
     Py_XDECREF(base);
-    rc = r ? 0 : -1;
+    rc = r && erlpy_waker_type_init(module) == 0 ? 0 : -1;
 done:
     Py_XDECREF(r);
     Py_XDECREF(io);
     Py_XDECREF(ns);
     return rc;
+}
+
+/* ------------------------------------------------------------ for buffer_wake.c */
+
+buffer_t *erlpy_pybuffer_get(PyObject *obj)
+{
+    if (!PyObject_TypeCheck(obj, (PyTypeObject *)PY.buffer_type)) {
+        PyErr_Format(PyExc_TypeError, "expected an erlang.PyBuffer, not %.200s", Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    return ((pybuffer_t *)obj)->buf;
+}
+
+PyObject *erlpy_pybuffer_raise(PyObject *obj, int status)
+{
+    return raise_status((pybuffer_t *)obj, status);
 }
 
 /* ------------------------------------------------------------ conversion hooks */

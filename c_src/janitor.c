@@ -121,7 +121,16 @@ static int init_python(void)
                  status.err_msg ? status.err_msg : "unknown error");
         return -1;
     }
-    PyObject *traceback = NULL;
+    PyObject *traceback = NULL, *threading;
+    /* threading.main_thread() is whichever thread imports threading first;
+     * it must be this one, the thread signal.set_wakeup_fd knows as main,
+     * or uvloop in a worker thread takes itself for the main thread. */
+    if (!(threading = PyImport_ImportModule("threading"))) {
+        PyErr_Print();
+        snprintf(J.err, sizeof J.err, "threading import failed");
+        return -1;
+    }
+    Py_DECREF(threading);
     if (add_sys_path(J.python_path) < 0 ||
         !(PY.module = PyImport_ImportModule("erlang")) ||
         !(traceback = PyImport_ImportModule("traceback")) ||

@@ -88,6 +88,9 @@ struct stream {
     int drain_wanted;                /* guarded by lock */
     stream_notify_fn drain_fn;       /* guarded by lock */
     void *drain_ctx;                 /* guarded by lock */
+    stream_ready_fn ready_fn;        /* guarded by lock: an event-loop reader */
+    void *ready_ctx;                 /* guarded by lock */
+    size_t ready_want;               /* guarded by lock */
     char reason[64];                 /* guarded by lock */
 #ifndef NDEBUG
     pthread_t owner;                 /* guarded by lock: for assert_locked */
@@ -288,12 +291,15 @@ static int span_equal(const struct chunk *c, size_t off, const char *p, size_t n
 
 /* ---- events ---- */
 
+static void fire_ready_locked(stream_t *s, int all);
+
 /* Data came (all == 0) or the state changed (all == 1). */
 static void wake_locked(stream_t *s, int all)
 {
     atomic_fetch_add_explicit(&s->events, 1, memory_order_release);
     if (s->waiting && (all || unread_locked(s) >= s->wait_want))
         pthread_cond_broadcast(&s->readable);
+    fire_ready_locked(s, all);
 }
 
 static void fire_drain_locked(stream_t *s, deferred *d)
@@ -375,6 +381,7 @@ void stream_free(stream_t *s)
         return;
     lock(s);
     drop_all_locked(s, &d);
+    fire_ready_locked(s, 1); /* a pending registration is handed back, never leaked */
     unlock(s);
     run_deferred(&d);
     pthread_cond_destroy(&s->readable);
@@ -868,6 +875,47 @@ void stream_unpin(stream_t *s, stream_pin_t *pin)
         run_deferred(&d);
     }
     free(pin);
+}
+
+/* ---- event-loop readers ---- */
+
+/* Under the lock, by contract (stream.h): the callback only queues and
+ * writes an eventfd. */
+static void fire_ready_locked(stream_t *s, int all)
+{
+    assert_locked(s);
+    if (!s->ready_fn || (!all && unread_locked(s) < s->ready_want))
+        return;
+    stream_ready_fn fn = s->ready_fn;
+    s->ready_fn = NULL;
+    fn(s->ready_ctx);
+}
+
+int stream_notify_ready(stream_t *s, size_t want, stream_ready_fn fn, void *ctx)
+{
+    int r;
+    lock(s);
+    if (s->ready_fn) {
+        r = -1;
+    } else if (s->eof || dead_locked(s) || unread_locked(s) >= want) {
+        r = 0;
+    } else {
+        s->ready_fn = fn;
+        s->ready_ctx = ctx;
+        s->ready_want = want;
+        r = 1;
+    }
+    unlock(s);
+    return r;
+}
+
+void *stream_cancel_ready(stream_t *s)
+{
+    lock(s);
+    void *ctx = s->ready_fn ? s->ready_ctx : NULL;
+    s->ready_fn = NULL;
+    unlock(s);
+    return ctx;
 }
 
 /* ---- positions and state ---- */

@@ -5,8 +5,9 @@
  * one reader side (Python) consumes them.  All functions are thread safe: a
  * stream has one mutex (s->lock) and one condition variable (s->readable).
  *
- * Lock order: stream lock is a leaf.  Never call into Python or Erlang while
- * holding it; callbacks (release, drain notify) are invoked with it released.
+ * Lock order: stream lock is a leaf, but for the one lock a ready callback
+ * takes (stream_notify_ready).  Never call into Python or Erlang while holding
+ * it; the other callbacks (release, drain notify) are invoked with it released.
  *
  * Positions are absolute byte offsets counted from the first byte written.
  */
@@ -130,6 +131,20 @@ int64_t stream_find(stream_t *s, const void *needle, size_t nlen, size_t start, 
  * STREAM_OK, EABORTED, ECLOSED (reader closed) or ENOMEM (*pin then NULL). */
 int stream_pin_unread(stream_t *s, const void **ptr, size_t *len, stream_pin_t **pin);
 void stream_unpin(stream_t *s, stream_pin_t *pin);  /* any thread, lock-free for callers */
+
+/* ---- event-loop readers (buffer_wake.c) ----
+ * A reader that must not block registers instead: fn(ctx) is called once,
+ * when unread >= want or on close, abort, reader close or stream_wake, and
+ * then forgotten.  Unlike the other callbacks fn runs WITH the stream lock
+ * held (from inside the write that made data available): it may take only a
+ * leaf lock of its own, must not block, and never calls Python or Erlang.
+ * Returns 1 if registered, 0 if no wait is needed (fn is then not called),
+ * -1 if a registration is already pending. */
+typedef void (*stream_ready_fn)(void *ctx);
+int stream_notify_ready(stream_t *s, size_t want, stream_ready_fn fn, void *ctx);
+/* Withdraws a pending registration: returns its ctx (fn will not be called),
+ * or NULL if none is pending (it fired, or there was none). */
+void *stream_cancel_ready(stream_t *s);
 
 /* ---- positions and state (any thread) ---- */
 uint64_t stream_tell(stream_t *s);

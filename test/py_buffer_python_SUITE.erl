@@ -32,7 +32,8 @@
 -define(TIMEOUT, 300000).
 
 all() ->
-    [behaviour_bytesio_and_pybuffer, model_pybuffer_against_bytesio].
+    [behaviour_bytesio_and_pybuffer, model_pybuffer_against_bytesio,
+     async_reader_behaviour, many_idle_async_readers, many_idle_async_readers_uvloop].
 
 init_per_suite(Config) ->
     Config1 = erlpy_test:start(Config),
@@ -47,10 +48,17 @@ init_per_testcase(model_pybuffer_against_bytesio, Config) ->
         {skip, _} = Skip -> Skip;
         _ -> [{writer, start_writer()} | Config]
     end;
+init_per_testcase(many_idle_async_readers_uvloop, Config) ->
+    erlpy_test:need_python_module(uvloop, Config);
+init_per_testcase(many_idle_async_readers, Config) ->
+    Config;
 init_per_testcase(_Case, Config) ->
     Writer = start_writer(),
     [{writer, Writer} | Config].
 
+end_per_testcase(Case, _Config) when Case =:= many_idle_async_readers;
+                                      Case =:= many_idle_async_readers_uvloop ->
+    ok;
 end_per_testcase(_Case, Config) ->
     {Pid, Mon} = ?config(writer, Config),
     Pid ! stop,
@@ -61,6 +69,42 @@ behaviour_bytesio_and_pybuffer(Config) ->
 
 model_pybuffer_against_bytesio(Config) ->
     run_python(buffer_model, Config, 1).
+
+%% PyBuffer.async_reader against asyncio.StreamReader, on asyncio's loop and
+%% on uvloop (its classes skip where uvloop is missing).
+async_reader_behaviour(Config) ->
+    run_python(async_behaviour, Config, 40).
+
+%% 10,000 readers wait on 10,000 buffers in one loop: the loop thread uses
+%% (almost) no CPU while nothing arrives, then every read completes.
+many_idle_async_readers(_Config) ->
+    many_idle(<<"asyncio">>).
+
+many_idle_async_readers_uvloop(_Config) ->
+    many_idle(<<"uvloop">>).
+
+many_idle(Loop) ->
+    N = 10000,
+    Bufs = [begin {ok, B} = py_buffer:new(), B end || _ <- lists:seq(1, N)],
+    Self = self(),
+    Caller = spawn_link(fun() ->
+                                Self ! {result, py:call(py:context(?MAIN_CTX), async_behaviour, many_idle,
+                                                        [Bufs, Self, Loop], #{}, #{timeout => ?TIMEOUT})}
+                        end),
+    receive {armed, Waiting} -> ?assertEqual(N, Waiting) after ?TIMEOUT -> ct:fail(not_armed) end,
+    [begin ok = py_buffer:write(B, <<"abc">>), ok = py_buffer:close(B) end || B <- Bufs],
+    receive
+        {result, {ok, #{<<"all_read">> := AllRead, <<"idle_cpu">> := Cpu}}} ->
+            ct:log("~s: ~b idle readers, loop thread CPU over 0.5 s idle: ~.4f s", [Loop, N, Cpu]),
+            ?assert(AllRead),
+            %% a poll per reader would cost far more: this bound is CPU, not time
+            ?assert(Cpu < 0.05),
+            unlink(Caller),
+            {comment, io_lib:format("idle CPU ~.4f s", [Cpu])};
+        {result, Other} ->
+            ct:fail({many_idle_failed, Other})
+    after ?TIMEOUT -> ct:fail(no_result)
+    end.
 
 %% ------------------------------------------------------------------ running
 

@@ -1105,6 +1105,66 @@ static void test_drain(void)
     stream_free(s);
 }
 
+/* ---- event-loop readers (stream_notify_ready) ---- */
+
+static void ready_cb(void *p)
+{
+    atomic_fetch_add((atomic_int *)p, 1); /* under the stream lock: nothing else */
+}
+
+static void test_notify_ready(void)
+{
+    atomic_int fired = 0;
+    char buf[16] = "abcdefghijklmnop";
+    stream_t *s = stream_new(NULL);
+    CHECK_EQ(stream_notify_ready(s, 4, ready_cb, &fired), 1);
+    CHECK_EQ(stream_notify_ready(s, 4, ready_cb, &fired), -1); /* one at a time */
+    CHECK_EQ(stream_write(s, buf, 3), STREAM_OK);
+    CHECK_EQ(fired, 0); /* 3 < 4 */
+    CHECK_EQ(stream_write(s, buf, 1), STREAM_OK);
+    CHECK_EQ(fired, 1);
+    CHECK_EQ(stream_write(s, buf, 1), STREAM_OK);
+    CHECK_EQ(fired, 1); /* one shot */
+    CHECK_EQ(stream_notify_ready(s, 5, ready_cb, &fired), 0); /* already there */
+    CHECK(stream_cancel_ready(s) == NULL);
+    CHECK_EQ(stream_notify_ready(s, 6, ready_cb, &fired), 1);
+    CHECK(stream_cancel_ready(s) == &fired); /* withdrawn: never fires */
+    CHECK_EQ(stream_write(s, buf, 5), STREAM_OK);
+    CHECK_EQ(fired, 1);
+    CHECK_EQ(stream_notify_ready(s, 100, ready_cb, &fired), 1);
+    stream_wake(s); /* a cancel: the reader looks again */
+    CHECK_EQ(fired, 2);
+    CHECK_EQ(stream_notify_ready(s, 100, ready_cb, &fired), 1);
+    CHECK_EQ(stream_close(s), STREAM_OK);
+    CHECK_EQ(fired, 3);
+    CHECK_EQ(stream_notify_ready(s, 100, ready_cb, &fired), 0); /* EOF */
+    stream_free(s);
+
+    s = stream_new(NULL);
+    CHECK_EQ(stream_notify_ready(s, 1, ready_cb, &fired), 1);
+    stream_abort(s, "x");
+    CHECK_EQ(fired, 4);
+    CHECK_EQ(stream_notify_ready(s, 1, ready_cb, &fired), 0);
+    stream_free(s);
+
+    s = stream_new(NULL);
+    CHECK_EQ(stream_notify_ready(s, 1, ready_cb, &fired), 1);
+    stream_reader_close(s);
+    CHECK_EQ(fired, 5);
+    stream_free(s);
+
+    s = stream_new(NULL);
+    CHECK_EQ(stream_notify_ready(s, 2, ready_cb, &fired), 1);
+    CHECK_EQ(stream_write_borrowed(s, buf, 2, NULL, NULL), STREAM_OK);
+    CHECK_EQ(fired, 6);
+    stream_free(s);
+
+    s = stream_new(NULL);
+    CHECK_EQ(stream_notify_ready(s, 2, ready_cb, &fired), 1);
+    stream_free(s); /* still pending: handed back */
+    CHECK_EQ(fired, 7);
+}
+
 /* ---- a writer and a reader thread ---- */
 
 typedef struct {
@@ -1361,6 +1421,7 @@ static const test_case tests[] = {
     {"wait_deadline", test_wait_deadline},
     {"wait_interrupted", test_wait_interrupted},
     {"drain", test_drain},
+    {"notify_ready", test_notify_ready},
     {"pipeline_threads", test_pipeline_threads},
     {"unpin_other_thread", test_unpin_other_thread},
 };
