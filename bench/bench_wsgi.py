@@ -372,10 +372,10 @@ class Server:
 # ---------------------------------------------------------------- measurements
 
 
-def run_wrk(port, duration, threads=2, conns=50):
-    out = subprocess.run(["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % duration,
-                          "http://127.0.0.1:%d/" % port],
-                         capture_output=True, text=True, timeout=duration + 30).stdout
+def run_wrk(port, duration, threads=2, conns=50, extra=(), path="/"):
+    out = subprocess.run(["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % duration]
+                         + list(extra) + ["http://127.0.0.1:%d%s" % (port, path)],
+                         capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -386,6 +386,70 @@ def run_wrk(port, duration, threads=2, conns=50):
                                map(int, errs.groups()))) if errs else {},
             "non2xx": int(non2xx.group(1)) if non2xx else 0,
             "latency_avg": lat.group(1) if lat else "?"}
+
+
+# The wrk workloads: name -> (label, connections, extra wrk arguments, path).
+# post10k/post100k POST a body of that size to /echo, which reads wsgi.input
+# and answers it back (a Lua script of wrk's sets method and body).
+WORKLOADS = {
+    "c50": ("GET / -c50 keep-alive", 50, (), "/"),
+    "c1000": ("GET / -c1000 keep-alive", 1000, (), "/"),
+    "close": ("GET / -c50 no keep-alive", 50, ("-H", "Connection: close"), "/"),
+    "post10k": ("POST 10 KB echo -c50", 50, ("-s", "@post10k"), "/echo"),
+    "post100k": ("POST 100 KB echo -c50", 50, ("-s", "@post100k"), "/echo"),
+}
+WRK_SCRIPTS = {}
+
+
+def wrk_args(extra):
+    out = []
+    for a in extra:
+        out.append(WRK_SCRIPTS[a[1:]] if a.startswith("@") else a)
+    return out
+
+
+def make_wrk_script(tmp, name, size):
+    path = os.path.join(tmp, name + ".lua")
+    with open(path, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.body = string.rep("x", %d)\n'
+                'wrk.headers["Content-Type"] = "application/octet-stream"\n' % size)
+    WRK_SCRIPTS[name] = path
+
+
+def classify(name):
+    """Which part of erlpy a beam.smp thread belongs to, by its name."""
+    if name.startswith("erlpy-w"):
+        return "python"
+    if "sched" in name:  # N_scheduler, N_dirty_cpu_sch..., N_dirty_io_sch...
+        return "sched"
+    return "rest"
+
+
+def switches(pid):
+    """{part: voluntary context switches} of a process's threads: each is a
+    thread going to sleep, so about one wake-up each (/proc/PID/task/*/status)."""
+    out = {"sched": 0, "python": 0, "rest": 0}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = re.search(r"^Name:\s*(.*)$", text, re.M).group(1)
+        n = re.search(r"^voluntary_ctxt_switches:\s*(\d+)", text, re.M)
+        out[classify(name)] += int(n.group(1)) if n else 0
+    return out
+
+
+def split_cpu(before, after):
+    out = {"sched": 0.0, "python": 0.0, "rest": 0.0}
+    for tid, (name, cpu) in after.items():
+        out[classify(name)] += cpu - before.get(tid, (name, 0.0))[1]
+    return out
 
 
 def run_curl(port, path, chunked, expect, timeout=120):
@@ -439,16 +503,33 @@ def measure(server, args, rnd, results, notes):
                 f.write(text)
         return value
 
-    if kind != "sink":
-        run_wrk(server.port, 1)  # warm-up: imports, JIT, connections
+    for wl in ([] if kind == "sink" else args.workloads):
+        label, conns, extra, path = WORKLOADS[wl]
+        extra = wrk_args(extra)
+        run_wrk(server.port, 1, conns=conns, extra=extra, path=path)  # warm-up
         c0 = server.cpu()
-        w = profiled("get", lambda: run_wrk(server.port, args.duration))
+        t0 = thread_cpu(server.beam) if server.beam else {}
+        s0 = switches(server.beam) if server.beam else {}
+        w = profiled(wl, lambda: run_wrk(server.port, args.duration, conns=conns,
+                                         extra=extra, path=path))
         w["cpu"] = server.cpu() - c0
-        rec.setdefault("get", []).append(w)
-        show(rnd, kind, "GET /", "%.0f req/s, server CPU %.0f us/req%s" % (
-            w["rps"], 1e6 * w["cpu"] / max(w["requests"], 1), wrk_errors(w)))
+        if server.beam:
+            w["split"] = split_cpu(t0, thread_cpu(server.beam))
+            s1 = switches(server.beam)
+            w["switches"] = {k: s1[k] - s0.get(k, 0) for k in s1}
+        rec.setdefault("wl", {}).setdefault(wl, []).append(w)
+        if wl == "c50":
+            rec.setdefault("get", []).append(w)  # the plot's GET figure
+        n = max(w["requests"], 1)
+        split = ""
+        if "split" in w:
+            split = "  (scheduler %.0f, Python workers %.0f, rest %.0f; sleeps/req %.1f %.1f %.1f)" % (
+                tuple(1e6 * w["split"][k] / n for k in ("sched", "python", "rest"))
+                + tuple(w["switches"][k] / n for k in ("sched", "python", "rest")))
+        show(rnd, kind, label, "%.0f req/s, server CPU %.0f us/req%s%s" % (
+            w["rps"], 1e6 * w["cpu"] / n, split, wrk_errors(w)))
 
-    for chunked in (False, True):
+    for chunked in (() if not args.upload else (False, True)):
         enc = "chunked" if chunked else "length"
         path = "/upload"
         if kind == "uwsgi" and chunked:
@@ -509,8 +590,7 @@ def threads_report(before, after):
     for tid, (name, cpu) in after.items():
         used = cpu - before.get(tid, (name, 0.0))[1]
         rows.setdefault(name, []).append((tid, used))
-    lines = ["", "beam.smp CPU seconds by thread name (Python workers inherit the name "
-                 "of the thread that started them):"]
+    lines = ["", "beam.smp CPU seconds by thread name (erlpy-wN: Python workers):"]
     for name, items in sorted(rows.items(), key=lambda kv: -sum(u for _, u in kv[1])):
         total = sum(u for _, u in items)
         if total >= 0.01:
@@ -540,6 +620,16 @@ def summarize(results, order):
         if "get" in r:
             m["rps"] = med([w["rps"] for w in r["get"]])
             m["us_per_req"] = med([1e6 * w["cpu"] / max(w["requests"], 1) for w in r["get"]])
+        for wl, ws in r.get("wl", {}).items():
+            m[wl + "_rps"] = med([w["rps"] for w in ws])
+            m[wl + "_us"] = med([1e6 * w["cpu"] / max(w["requests"], 1) for w in ws])
+            for part in ("sched", "python", "rest"):
+                xs = [1e6 * w["split"][part] / max(w["requests"], 1) for w in ws if "split" in w]
+                if xs:
+                    m[wl + "_" + part] = med(xs)
+                xs = [w["switches"][part] / max(w["requests"], 1) for w in ws if "switches" in w]
+                if xs:
+                    m[wl + "_sw_" + part] = med(xs)
         for key in ("length", "chunked", "length_expect", "chunked_expect"):
             if key in r:
                 m[key] = med([u["mbps"] for u in r[key]])
@@ -570,16 +660,25 @@ def report(results, notes, expects, args):
             cells.append("%14s" % (fmt % v if v is not None and v == v else "-"))
         print("%-30s" % label + "".join(cells))
 
-    row("GET / requests/s", "rps", "%.0f")
-    row("GET / server CPU us/request", "us_per_req", "%.0f")
-    row("upload, Content-Length MB/s", "length", "%.0f")
-    row("upload, chunked MB/s", "chunked", "%.0f")
-    row("  server CPU s/GiB, length", "length_cpu", "%.2f")
-    row("  server CPU s/GiB, chunked", "chunked_cpu", "%.2f")
-    row("curl defaults (Expect) length", "length_expect", "%.0f")
-    row("curl defaults (Expect) chunked", "chunked_expect", "%.0f")
-    print("%-30s" % "answers 100-continue" + "".join(
-        "%14s" % ({True: "yes", False: "no (1 s wait)", None: "-"}[expects.get(k)]) for k in order))
+    for wl in args.workloads:
+        label = WORKLOADS[wl][0]
+        row(label + " req/s", wl + "_rps", "%.0f")
+        row("  server CPU us/request", wl + "_us", "%.0f")
+        if "erlpy" in s:
+            for part, name in (("sched", "scheduler threads"), ("python", "Python workers"),
+                               ("rest", "other threads")):
+                row("    erlpy: " + name, wl + "_" + part, "%.0f")
+            for part, name in (("sched", "scheduler"), ("python", "Python"), ("rest", "other")):
+                row("    erlpy sleeps/req: " + name, wl + "_sw_" + part, "%.2f")
+    if args.upload:
+        row("upload, Content-Length MB/s", "length", "%.0f")
+        row("upload, chunked MB/s", "chunked", "%.0f")
+        row("  server CPU s/GiB, length", "length_cpu", "%.2f")
+        row("  server CPU s/GiB, chunked", "chunked_cpu", "%.2f")
+        row("curl defaults (Expect) length", "length_expect", "%.0f")
+        row("curl defaults (Expect) chunked", "chunked_expect", "%.0f")
+        print("%-30s" % "answers 100-continue" + "".join(
+            "%14s" % ({True: "yes", False: "no (1 s wait)", None: "-"}[expects.get(k)]) for k in order))
     print()
 
     def getr(r):
@@ -616,7 +715,24 @@ def report(results, notes, expects, args):
                 if s["sink"].get(key):
                     lines.append("  erlpy / null sink %-28s %5.2fx" % (
                         "upload " + key, s["erlpy"][key] / s["sink"][key]))
-    print("Ratios (erlpy / other, medians of this run; above 1 = erlpy better):")
+    for other in ("uwsgi", "gunicorn"):
+        if "erlpy" not in s or other not in s:
+            continue
+        for wl in args.workloads:
+            ws = results["erlpy"].get("wl", {}).get(wl, [])
+            os_ = results[other].get("wl", {}).get(wl, [])
+            rr = [a["rps"] / b["rps"] for a, b in zip(ws, os_) if b["rps"]]
+            cr = [(a["cpu"] / max(a["requests"], 1)) / (b["cpu"] / max(b["requests"], 1))
+                  for a, b in zip(ws, os_) if b["cpu"]]
+            if rr and cr:
+                ratios["%s_rps/%s" % (wl, other)] = {"median": med(rr), "rounds": rr}
+                ratios["%s_cpu/%s" % (wl, other)] = {"median": med(cr), "rounds": cr}
+                lines.append("  erlpy / %-8s %-24s req/s %5.2fx  CPU/request %5.2fx"
+                             "   (per round: %s | %s)" % (
+                                 LABEL[other], WORKLOADS[wl][0], med(rr), med(cr),
+                                 " ".join("%.2f" % x for x in rr), " ".join("%.2f" % x for x in cr)))
+    print("Ratios (erlpy / other, medians of per-round ratios of this run; req/s above 1 and "
+          "CPU/request below 1 = erlpy better):")
     print("\n".join(lines))
     print()
     if "erlpy" in s:
@@ -631,6 +747,13 @@ def report(results, notes, expects, args):
         tgt("upload >= 3x gunicorn (length)", "length", "gunicorn", 3)
         tgt("upload >= 3x gunicorn (chunked)", "chunked", "gunicorn", 3)
         tgt("GET req/s above gunicorn", "rps", "gunicorn", 1.0000001)
+        for wl in ("c50", "post10k", "post100k"):
+            a, b = ratios.get("%s_rps/uwsgi" % wl), ratios.get("%s_cpu/uwsgi" % wl)
+            if a and b:
+                targets.append("  %-36s %5.2fx  %s" % (WORKLOADS[wl][0] + " req/s >= 1.0x uWSGI",
+                               a["median"], "met" if a["median"] >= 1 else "NOT met"))
+                targets.append("  %-36s %5.2fx  %s" % (WORKLOADS[wl][0] + " CPU <= 1.2x uWSGI",
+                               b["median"], "met" if b["median"] <= 1.2 else "NOT met"))
         r = ratios.get("rps/uwsgi")
         if r:
             targets.append("  %-36s %5.2fx  (reported, no target)" % ("GET req/s against uWSGI",
@@ -685,11 +808,19 @@ def main():
     ap.add_argument("--profile-dir", default="/tmp/erlpy_wsgi_profile")
     ap.add_argument("--contexts", type=int, help="erlpy contexts (default: erlpy's, 8)")
     ap.add_argument("--erl-flags", default="", help="extra flags for erlpy's erl, e.g. '+sbwt none'")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS),
+                    help="a subset of %s" % ",".join(WORKLOADS))
+    ap.add_argument("--no-upload", dest="upload", action="store_false",
+                    help="skip the 1 GiB uploads")
     ap.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     args = ARGS = ap.parse_args()
+    args.workloads = [w for w in args.workloads.split(",") if w]
+    for w in args.workloads:
+        if w not in WORKLOADS:
+            raise SystemExit("bench_wsgi: unknown workload %r" % w)
     if args.sink:
         return sink_main(args.sink)
-    kinds = [k for k in args.servers.split(",") if k]
+    kinds = [k for k in args.servers.split(",") if k and (k != "sink" or args.upload)]
     for tool in ("wrk", "curl", "erl") + tuple(k for k in kinds if k in ("gunicorn", "uwsgi")):
         if not shutil.which(tool):
             raise SystemExit("bench_wsgi: %s not found (make setup installs it)" % tool)
@@ -704,11 +835,15 @@ def main():
     t_start = time.monotonic()
     results, notes, expects = {}, [], {}
     try:
-        make_file(UPLOAD, args.size)
+        if args.upload:
+            make_file(UPLOAD, args.size)
         make_file(SMALL_FILE, SMALL)
+        make_wrk_script(tmp, "post10k", 10 * 1000)
+        make_wrk_script(tmp, "post100k", 100 * 1000)
         print("WSGI servers, same app (bench/wsgi_bench_app.py), same run: %s" % machine())
-        print("GET: wrk -t2 -c50 -d%ds; upload: curl -T (%d bytes), app reads 64 KiB chunks"
-              % (args.duration, args.size))
+        print("wrk -t2 -d%ds per workload (%s); upload: %s"
+              % (args.duration, ", ".join(WORKLOADS[w][0] for w in args.workloads),
+                 "curl -T (%d bytes), app reads 64 KiB chunks" % args.size if args.upload else "skipped"))
         print()
         for rnd in range(1, args.rounds + 1):
             shift = (rnd - 1) % len(kinds)

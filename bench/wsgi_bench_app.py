@@ -3,6 +3,7 @@
 Every server in the benchmark (erlpy, gunicorn, uWSGI) serves this same file.
 
     GET /                          -> "Hello, World!" (with Content-Length)
+    POST /echo                     -> reads wsgi.input to EOF and answers it
     POST or PUT /upload            -> reads wsgi.input in 64 KiB chunks to EOF
                                       and answers the number of bytes read
     POST or PUT /upload?api=uwsgi  -> the same through uWSGI's own API,
@@ -25,6 +26,11 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"),
                                   ("Content-Length", str(len(HELLO)))])
         return [HELLO]
+    if path == "/echo" and method == "POST":
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
     if path == "/upload" and method in ("POST", "PUT"):
         if environ.get("QUERY_STRING") == "api=uwsgi":
             total = uwsgi_chunked_body()

@@ -153,6 +153,7 @@ static int init_python(void)
 static void *reaper_main(void *arg)
 {
     reaper_t *self = arg;
+    pthread_setname_np(pthread_self(), "erlpy-reaper");
     PyGILState_STATE gil = PyGILState_Ensure();
     PyThreadState *ts = PyEval_SaveThread();
     int holding = 0; /* the GIL */
@@ -239,6 +240,7 @@ static void watch_locked(void)
 static void *janitor_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "erlpy-janitor");
     int rc = init_python();
     PyThreadState *ts = rc == 0 ? PyEval_SaveThread() : NULL;
     pthread_mutex_lock(&J.lock);

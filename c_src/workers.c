@@ -6,6 +6,7 @@
  * its condition variable with the GIL released. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -440,6 +441,9 @@ static void *worker_main(void *arg)
 {
     worker_t *w = arg;
     tls_context = w->index;
+    char name[16]; /* seen in /proc/PID/task/TID/comm, top -H, bench_wsgi */
+    snprintf(name, sizeof name, "erlpy-w%d", w->index);
+    pthread_setname_np(pthread_self(), name);
     PyGILState_STATE gil = PyGILState_Ensure();
     (void)gil;
     w->ident = PyThread_get_thread_ident();

@@ -11,6 +11,10 @@ the app runs; the response goes back to the Erlang process as messages:
     (wsgi_blocking, Rid)                            before the first write() call: from
                                                     now on this thread may wait for Erlang
 
+A body that is a list or tuple of at most WINDOW bytes (all of it produced
+already) comes back in the job's reply instead, as (done, Status, Headers,
+Bytes): one message for the whole response.
+
 A response is advanced in steps, each a job on the worker thread that called
 the app (thread-affine libraries such as sqlite3 refuse other threads): run()
 calls the app and iterates its body while at most WINDOW bytes are in flight,
@@ -44,6 +48,7 @@ LOG = erlang.Atom("wsgi_log")
 BLOCKING = erlang.Atom("wsgi_blocking")
 OK = erlang.Atom("ok")
 MORE = erlang.Atom("more")
+DONE = erlang.Atom("done")
 ORPHAN = erlang.Atom("erlpy_wsgi_orphan")
 
 _apps = {}
@@ -217,11 +222,36 @@ class _Request:
     def start(self, app, environ):
         try:
             self.result = app(environ, self.response.start_response)
+            whole = self.whole()
+            if whole is not None:
+                return whole
             self.iterator = iter(self.result)
         except BaseException:
             self.close()
             raise
         return self.advance()
+
+    def whole(self):
+        """The common case in one message: a body that is a list or tuple
+        (every chunk produced already, nothing to stream) of at most WINDOW
+        bytes, nothing sent yet, comes back as the job's reply
+        (done, Status, Headers, Body) instead of a message before it."""
+        result, response = self.result, self.response
+        if type(result) not in (list, tuple) or response.sent or len(result) > 64:
+            return None
+        size = 0
+        for chunk in result:
+            if type(chunk) is not bytes:
+                return None  # send() checks the type, or takes a bytearray
+            size += len(chunk)
+        if size > WINDOW:
+            return None
+        if response.status is None:
+            raise AssertionError("the application returned a body before calling start_response")
+        body = result[0] if len(result) == 1 else b"".join(result)
+        response.sent = True
+        self.close()
+        return (DONE, response.status, response.headers, body)
 
     def advance(self):
         """Sends body chunks until the window is full (then suspends) or the
@@ -316,8 +346,9 @@ def close_orphan(key):
 
 
 def run(app, environ, conn, rid, acks, reaper=None):
-    """Runs app for one request on this thread. Returns ok, or (more, Token,
-    Context): call step(Token) on that context for the rest.  Raises on an
+    """Runs app for one request on this thread. Returns ok, (done, Status,
+    Headers, Body) for a whole small response (see _Request.whole), or (more,
+    Token, Context): call step(Token) on that context for the rest.  Raises on an
     app error (then Erlang answers 500 if nothing was sent yet, else closes
     the connection)."""
     if isinstance(app, (bytes, str)):

@@ -226,6 +226,14 @@ next(#{acquire := Acquire} = S, {ok, {more, Token, Ctx}}) ->
     ok = Acquire(next),
     Function = case S of #{gone := true} -> close; _ -> step end,
     job(S#{reply := none}, py:context(Ctx), Function, [Token]);
+next(S, {ok, {done, Status, Headers, Body}}) ->
+    %% The whole response came in the reply (the worker is free already).
+    S2 = deliver(S#{sent := true}, {headers, Status, Headers}),
+    S3 = case Body of
+             <<>> -> S2;
+             _ -> deliver(S2, {body, Body})
+         end,
+    {finish(S3, {ok, ok}), maps:get(hstate, S3)};
 next(S, Reply) ->
     {finish(S, Reply), maps:get(hstate, S)}.
 

@@ -19,7 +19,7 @@ all() ->
      pipelined_after_bodies, request_in_pieces, long_header_line, folded_header,
      empty_lines_before_request, trickled_body_min_rate, transfer_codings, strict_headers,
      infinite_timeouts, expect_with_late_reader, unread_body_then_close, http10_with_te_closes,
-     access_log_option].
+     access_log_option, whole_response_in_reply].
 
 init_per_suite(Config) ->
     Config2 = erlpy_test:start(Config),
@@ -498,6 +498,31 @@ bad_app_headers(_Config) ->
     ?assertMatch("HTTP/1.1 500" ++ _, Split),
     ?assertEqual(nomatch, string:find(Split, "evil")),
     ?assertEqual(100000, length(curl(Base ++ "/tiny?100000"))),
+    erlpy_http:stop(Srv).
+
+%% A list or tuple body up to the window comes back in the job's reply (one
+%% message); bigger ones, other chunk types, HEAD and keep-alive behave the
+%% same as through the messages.
+whole_response_in_reply(_Config) ->
+    {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:unchecked">>, port => 0}),
+    Base = "http://127.0.0.1:" ++ integer_to_list(erlpy_http:port(Srv)),
+    W = fun(Kind) -> curl(Base ++ "/whole?" ++ Kind) end,
+    ?assertEqual("abc", W("list")),
+    ?assertEqual("one-two", W("tuple")),
+    ?assertEqual("", W("empty")),
+    ?assertEqual("single", W("one")),
+    ?assertEqual("xy", W("bytearray")),
+    ?assertEqual("pq", W("mixed")),
+    ?assertEqual(lists:duplicate(200000, $x) ++ lists:duplicate(200000, $y), W("big")),
+    %% Keep-alive: both answers on one connection, the first framed.
+    Two = curl("-i " ++ Base ++ "/whole?list " ++ Base ++ "/whole?one"),
+    ?assertMatch("HTTP/1.1 200" ++ _, Two),
+    ?assertNotEqual(nomatch, string:find(Two, "abcHTTP/1.1 200")),
+    ?assertNotEqual(nomatch, string:find(Two, "single")),
+    Head = curl("-I " ++ Base ++ "/whole?list"),
+    ?assertMatch("HTTP/1.1 200" ++ _, Head),
+    ?assertEqual(nomatch, string:find(Head, "abc")),
+    ?assertMatch("HTTP/1.1 500" ++ _, curl("-i " ++ Base ++ "/whole-no-start")),
     erlpy_http:stop(Srv).
 
 huge_request_length(Config) ->

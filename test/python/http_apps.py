@@ -107,6 +107,18 @@ def unchecked(environ, start_response):
     if path == "/tiny":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (b"x" for _ in range(int(environ["QUERY_STRING"] or 10)))
+    if path == "/whole":
+        # Bodies that come back in the job's reply (a list or tuple up to
+        # the window) and some that do not; each answers its parts joined.
+        kind = environ["QUERY_STRING"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        environ["wsgi.errors"].write("whole %s\n" % kind)
+        return {"list": [b"a", b"b", b"c"], "tuple": (b"one", b"-two"), "empty": [],
+                "one": [b"single"], "bytearray": [b"x", bytearray(b"y")],
+                "big": [b"x" * 200000, b"y" * 200000],
+                "mixed": [b"p", memoryview(b"q")]}[kind]
+    if path == "/whole-no-start":
+        return [b"never started"]
     start_response("404 Not Found", [])
     return [b""]
 
