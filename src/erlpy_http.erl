@@ -48,7 +48,7 @@
                     max_unread => 1048576,
                     min_body_rate => 1024,
                     buffer_body => 131072,
-                    max_waiting => 256,
+                    max_waiting => 1024,
                     access_log => true,
                     graceful_timeout => 30000}).
 
