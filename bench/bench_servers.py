@@ -27,6 +27,18 @@ LABEL = {"erlpy": "erlpy", "gunicorn": "gunicorn", "uwsgi": "uWSGI"}
 ERLPY_CMD = "bin/erlpy serve {app} --bind 127.0.0.1:{port}"
 
 
+def describe():
+    """When, which commit, how many CPUs and how busy: the line under a result."""
+    try:
+        rev = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.strip()
+    except OSError:
+        rev = "?"
+    return "%s, erlpy %s, %d CPUs, load average %s" % (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), rev or "?", os.cpu_count(),
+        open("/proc/loadavg").read().split()[0])
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

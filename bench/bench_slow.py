@@ -43,7 +43,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import time
 
@@ -199,17 +198,6 @@ def ramp(kind_server, kind, args):
     return out
 
 
-def describe():
-    try:
-        rev = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench_servers.ROOT,
-                             capture_output=True, text=True).stdout.strip()
-    except OSError:
-        rev = "?"
-    return "%s, erlpy %s, %d CPUs, load average %s" % (
-        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), rev or "?", os.cpu_count(),
-        open("/proc/loadavg").read().split()[0])
-
-
 def report(results, args):
     print()
     print("Largest count of slow clients at which a normal GET still answered under 1 s "
@@ -280,7 +268,7 @@ def main():
         raise SystemExit("bench_slow: run `make build` first")
     kinds = [k for k in args.kinds.split(",") if k]
     t0 = time.monotonic()
-    print("slow clients: %s" % describe())
+    print("slow clients: %s" % bench_servers.describe())
     print("trickle: 64 KiB body at %d B/s; slowread: 4 GB stream read at %d B/s; "
           "settle %.1f s; %d GETs per step, %g s timeout" % (
               args.trickle_rate, args.read_rate, args.settle, args.gets, args.get_timeout))
@@ -291,10 +279,10 @@ def main():
         for kind in kinds:
             results.setdefault(s, {})[kind] = ramp(s, kind, args)
     report(results, args)
-    print("\nwhole benchmark: %.0f s; %s" % (time.monotonic() - t0, describe()))
+    print("\nwhole benchmark: %.0f s; %s" % (time.monotonic() - t0, bench_servers.describe()))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": describe(), "args": vars(args), "results": results}, f, indent=1,
+            json.dump({"machine": bench_servers.describe(), "args": vars(args), "results": results}, f, indent=1,
                       default=str)
     return 0
 

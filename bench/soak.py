@@ -43,7 +43,6 @@ import json
 import os
 import random
 import re
-import subprocess
 import sys
 import time
 
@@ -474,17 +473,6 @@ def verdict(load, sampler, base, end, args):
     return fails
 
 
-def describe():
-    try:
-        rev = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=bench_servers.ROOT,
-                             capture_output=True, text=True).stdout.strip()
-    except OSError:
-        rev = "?"
-    return "%s, erlpy %s, %d CPUs, load average %s" % (
-        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), rev or "?", os.cpu_count(),
-        open("/proc/loadavg").read().split()[0])
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("SOAK_SECONDS") or 180),
@@ -504,7 +492,7 @@ def main():
         args.warmup = max(15, args.seconds // 6)
     args.seconds = max(args.seconds, args.warmup + args.interval)
     t0 = time.monotonic()
-    print("soak: %s" % describe())
+    print("soak: %s" % bench_servers.describe())
     print("server: %s serving bench/soak_app.py; %d workers + %d slow client(s) of each kind; "
           "%d s (warm-up %d s)" % (os.environ.get("ERLPY_CMD") or bench_servers.ERLPY_CMD,
                                   args.workers, args.slow, args.seconds, args.warmup))
@@ -515,12 +503,12 @@ def main():
         fails = verdict(load, sampler, base, end, args)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"machine": describe(), "args": vars(args), "rows": sampler.rows,
+                json.dump({"machine": bench_servers.describe(), "args": vars(args), "rows": sampler.rows,
                            "ok": load.ok, "wrong": load.wrong, "examples": load.examples,
                            "fails": fails}, f, indent=1)
     finally:
         server.stop()
-    print("\nsoak: %d answers checked in %.0f s (%s)" % (load.total_ok(), time.monotonic() - t0, describe()))
+    print("\nsoak: %d answers checked in %.0f s (%s)" % (load.total_ok(), time.monotonic() - t0, bench_servers.describe()))
     if fails:
         print("soak: FAILED")
         for f in fails:

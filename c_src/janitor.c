@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "threads.h"
 #include "workers.h"
 
 #define JANITOR_STACK (16 << 20) /* deep __del__ chains */
@@ -66,23 +67,12 @@ PyMODINIT_FUNC erlpy_pymodule_init(void);
 
 static int64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return erlpy_now_ns() / 1000000;
 }
 
 static int start_thread(void *(*fn)(void *), void *arg)
 {
-    pthread_t thread;
-    pthread_attr_t attr;
-    int rc = pthread_attr_init(&attr);
-    if (rc == 0) {
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, JANITOR_STACK);
-        rc = pthread_create(&thread, &attr, fn, arg);
-        pthread_attr_destroy(&attr);
-    }
-    return rc;
+    return erlpy_thread_start(fn, arg, JANITOR_STACK);
 }
 
 /* ------------------------------------------------------------ start-up */

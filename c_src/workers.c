@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "convert.h"
+#include "threads.h"
 #include "stream.h"
 #include "workers.h"
 
@@ -347,12 +348,6 @@ static void cpu_relax(void)
 #endif
 }
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* One worker at a time watches the queues for a moment before sleeping: a
  * caller in a request/reply loop sends its next call within microseconds,
@@ -369,8 +364,8 @@ static int spin_for_work(worker_t *w)
     if (P.cpus < 2 || w->index > P.contexts || atomic_load(&P.running) > 0 ||
         !atomic_compare_exchange_strong(&P.spinners, &zero, 1))
         return 0;
-    int64_t deadline = now_ns() + SPIN_NS;
-    while (!atomic_load(&w->queued) && !atomic_load(&P.queued) && now_ns() < deadline)
+    int64_t deadline = erlpy_now_ns() + SPIN_NS;
+    while (!atomic_load(&w->queued) && !atomic_load(&P.queued) && erlpy_now_ns() < deadline)
         cpu_relax();
     return 1;
 }
@@ -479,16 +474,7 @@ static worker_t *worker_new(int index)
         enif_free(w);
         return NULL;
     }
-    pthread_t thread;
-    pthread_attr_t attr;
-    int rc = pthread_attr_init(&attr);
-    if (rc == 0) {
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, WORKER_STACK);
-        rc = pthread_create(&thread, &attr, worker_main, w);
-        pthread_attr_destroy(&attr);
-    }
-    if (rc != 0) {
+    if (erlpy_thread_start(worker_main, w, WORKER_STACK) != 0) {
         pthread_cond_destroy(&w->wake);
         enif_free(w);
         return NULL;
