@@ -1,7 +1,7 @@
 %% Helpers shared by the Common Test suites.
 -module(erlpy_test).
 -export([start/1, stop/1, wait_until/1, wait_until/2, python_dir/0, rss/0,
-         need_python_module/2, python_version/0]).
+         need_python_module/2, python_version/0, sanitized/0]).
 
 %% Starts erlpy with test/python on sys.path.
 start(Config) ->
@@ -55,3 +55,7 @@ need_python_module(Module, Config) ->
 python_version() ->
     {ok, V} = py:eval(<<"'.'.join(map(str, __import__('sys').version_info[:3]))">>),
     binary_to_list(V).
+
+%% Whether this VM runs the sanitizer build of the NIF (scripts/test-asan).
+sanitized() ->
+    os:getenv("ERLPY_SANITIZER") =/= false.

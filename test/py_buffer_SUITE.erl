@@ -307,7 +307,9 @@ many_buffers_memory_returns(_) ->
     Run(),
     Growth = erlpy_test:rss() - Base,
     ct:pal("RSS growth after 20,000 more buffers: ~b KiB", [Growth div 1024]),
-    ?assert(Growth < 32 * 1024 * 1024).
+    %% Under ASan (make test-asan) the run still checks every access, but
+    %% RSS says nothing: freed memory waits in ASan's quarantine.
+    erlpy_test:sanitized() orelse ?assert(Growth < 32 * 1024 * 1024).
 
 %% Regression: with several writers held back, only the last one used to be
 %% woken; the others waited for ever.
