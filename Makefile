@@ -3,6 +3,8 @@
 #   make demo   a tour of the call bridge
 #   make test   every test suite: C core, Erlang (Common Test), Python, dialyzer
 #   make bench  benchmarks (bench/), printed as ratios against baselines
+#   make soak   minutes of mixed, verified HTTP load; fails on growth or a wrong answer
+#   make bench-slow  slow clients each server holds (erlpy, gunicorn, uWSGI)
 PYTHON ?= /usr/bin/python3
 export PYTHON
 REBAR ?= rebar3
