@@ -30,7 +30,9 @@ init(Socket, Conf) ->
             end;
         {erlpy_http, refuse} ->
             _ = gen_tcp:send(Socket, simple_response(503, <<"too many connections">>, close)),
-            gen_tcp:close(Socket);
+            %% A plain close with request bytes unread resets the
+            %% connection, and the client may lose the 503.
+            lingering_close(Socket);
         {erlpy_http, stop} ->
             %% The server stopped before this connection started.
             erlpy_http_listener:unregister(Conf, self()),
