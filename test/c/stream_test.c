@@ -1175,7 +1175,7 @@ typedef struct {
     pthread_cond_t cv;
     int drained;
     atomic_long borrowed_out; /* borrowed buffers not yet released */
-    long drain_waits;
+    _Atomic long drain_waits;  /* the writer's; the reader waits for the first */
 } pipe_arg;
 
 typedef struct {
@@ -1230,7 +1230,7 @@ static void *pipe_writer(void *p)
         pa->drained = 0;
         pthread_mutex_unlock(&pa->mu);
         if (stream_over_limit(pa->s) && stream_want_drain(pa->s)) {
-            pa->drain_waits++;
+            atomic_fetch_add(&pa->drain_waits, 1);
             pthread_mutex_lock(&pa->mu);
             while (!pa->drained)
                 pthread_cond_wait(&pa->cv, &pa->mu);
@@ -1249,6 +1249,11 @@ static void *pipe_reader(void *p)
     uint64_t st = pa->seed * 7 + 1, pos = 0;
     char *buf = malloc(300 * KiB);
     int bad = 0;
+    /* Start once the writer is held back: a reader that keeps up from the
+     * start would leave the backpressure path untested (the run failed so,
+     * now and then, on a quiet machine). */
+    while (atomic_load(&pa->drain_waits) == 0)
+        usleep(100);
     CHECK_EQ(stream_reader_enter(pa->s), STREAM_OK);
     for (;;) {
         uint64_t r = rnd(&st);
@@ -1317,7 +1322,7 @@ static void run_pipeline(int keep, uint64_t seed, uint64_t total)
         CHECK(i.memory <= 256 * KiB);
     else
         CHECK(i.memory >= total);
-    CHECK(pa.drain_waits > 0);
+    CHECK(atomic_load(&pa.drain_waits) > 0);
     stream_free(pa.s);
     CHECK_EQ(atomic_load(&pa.borrowed_out), 0);
     pthread_mutex_destroy(&pa.mu);
