@@ -31,12 +31,16 @@ end_per_testcase(_, _Config) ->
 killed_buffer_readers_do_not_wedge_the_node(_) ->
     N = py:contexts(),
     ?assert(N >= 8),
+    %% Every worker free first: a job left by an earlier suite would keep
+    %% one of the N readers queued, and the test waited for ever (seen once).
+    wait_until(fun() -> busy() =:= 0 andalso queued() =:= 0 end, 60000),
     Bufs = [begin {ok, B} = py_buffer:new(), B end || _ <- lists:seq(1, N + 2)],
     Self = self(),
     Callers = [{I, spawn(fun() -> py:call(cancel_helpers, read_all, [B, I, Self], #{}, #{timeout => infinity}) end)}
                || {I, B} <- lists:zip(lists:seq(1, N + 2), Bufs)],
     %% Every worker is reading (no worker is free to ask Python anything).
-    Reading = [receive {reading, I} -> I end || _ <- lists:seq(1, N)],
+    Reading = [receive {reading, I} -> I after 60000 -> ct:fail({readers_not_started, py_nif:info()}) end
+               || _ <- lists:seq(1, N)],
     wait_until(fun() -> queued() =:= 2 end),
     %% The queued two first (a freed worker would take them), then the readers.
     [exit(P, kill) || {I, P} <- Callers, not lists:member(I, Reading)],
