@@ -193,19 +193,24 @@ def session_cpu(sid):
     return total / TICK
 
 
-def thread_cpu(pid):
-    """{tid: (name, cpu seconds)} for the threads of one process."""
-    out = {}
+def task_files(pid, name):
+    """(tid, text of /proc/PID/task/TID/NAME) for each thread still there."""
     try:
         tids = os.listdir("/proc/%d/task" % pid)
     except OSError:
-        return out
+        return
     for tid in tids:
         try:
-            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-                raw = f.read()
+            with open("/proc/%d/task/%s/%s" % (pid, tid, name)) as f:
+                yield tid, f.read()
         except OSError:
             continue
+
+
+def thread_cpu(pid):
+    """{tid: (name, cpu seconds)} for the threads of one process."""
+    out = {}
+    for tid, raw in task_files(pid, "stat"):
         name = raw[raw.index("(") + 1:raw.rindex(")")]
         fields = raw.rsplit(")", 1)[1].split()
         out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / TICK)
@@ -429,16 +434,7 @@ def switches(pid):
     """{part: voluntary context switches} of a process's threads: each is a
     thread going to sleep, so about one wake-up each (/proc/PID/task/*/status)."""
     out = {"sched": 0, "python": 0, "rest": 0}
-    try:
-        tids = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
-                text = f.read()
-        except OSError:
-            continue
+    for tid, text in task_files(pid, "status"):
         name = re.search(r"^Name:\s*(.*)$", text, re.M).group(1)
         n = re.search(r"^voluntary_ctxt_switches:\s*(\d+)", text, re.M)
         out[classify(name)] += int(n.group(1)) if n else 0
