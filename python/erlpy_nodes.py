@@ -39,6 +39,10 @@ def forward(buf, proxy, acks, chunk, window):
         if text.startswith(_WRITER_DOWN):
             erlang.send(proxy, (_ABORT, erlang.Atom("writer_down")))
         else:
-            reason = text.rpartition(": ")[2]
-            erlang.send(proxy, (_ABORT, reason.encode()))
+            # The reason is an atom of this node (py_buffer:abort/2's);
+            # an Atom converts only if it exists.
+            try:
+                erlang.send(proxy, (_ABORT, erlang.Atom(text.rpartition(": ")[2])))
+            except ValueError:
+                erlang.send(proxy, (_ABORT, erlang.Atom("aborted")))
     return False

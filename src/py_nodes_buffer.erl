@@ -161,9 +161,8 @@ relay_loop(Proxy, Mon, Buf) ->
         {abort, writer_down} ->
             %% Our exit aborts the buffer as its writer's death does.
             exit(writer_down);
-        {abort, Reason} when is_binary(Reason) ->
-            Atom = try binary_to_existing_atom(Reason) catch error:badarg -> aborted end,
-            py_buffer:abort(Buf, Atom), wait_end(Mon);
+        {abort, Reason} when is_atom(Reason) ->
+            py_buffer:abort(Buf, Reason), wait_end(Mon);
         {'DOWN', Mon, process, _, _} ->
             exit(proxy_down)
     end.
