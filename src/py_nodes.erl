@@ -24,7 +24,8 @@
 -type options() :: #{name := pool(), count := non_neg_integer(),
                      setup => [{module(), atom(), [term()]}],
                      teardown => [{module(), atom(), [term()]}],
-                     app_env => [{atom(), term()}]}.
+                     app_env => [{atom(), term()}],
+                     handler => {module(), map()}}.
 -export_type([target/0, options/0]).
 
 -record(slot, {index :: pos_integer(),
@@ -35,6 +36,8 @@
                 setup :: [{module(), atom(), [term()]}],
                 teardown :: [{module(), atom(), [term()]}],
                 app_env :: [{atom(), term()}],
+                handler :: {module(), map()} | undefined,
+                failed :: term(),
                 slots = #{} :: #{pos_integer() => #slot{}}}).
 
 %% The margin a caller waits beyond the call's own timeout (enforced on the
@@ -196,7 +199,8 @@ init(#{name := Name, count := Count} = Opts) ->
     Env = [{K, V} || {K, V} <- application:get_all_env(erlpy), K =/= worker_nodes, K =/= included_applications],
     S = #state{name = Name, setup = maps:get(setup, Opts, []),
                teardown = maps:get(teardown, Opts, []),
-               app_env = maps:get(app_env, Opts, Env)},
+               app_env = maps:get(app_env, Opts, Env),
+               handler = maps:get(handler, Opts, undefined)},
     case Count > 0 andalso node() =:= nonode@nohost of
         true ->
             Why = "erlpy: worker_nodes needs a distributed node: start it with -sname or "
@@ -208,7 +212,11 @@ init(#{name := Name, count := Count} = Opts) ->
             await_started(S1, erlang:monotonic_time(millisecond) + 60000)
     end.
 
-%% Peers boot in parallel; init returns once each runs erlpy.
+%% Peers boot in parallel; init returns once each runs erlpy (and fails
+%% if one did not: a wrong app env or app is better told at once).
+await_started(#state{failed = Failed} = S, _Deadline) when Failed =/= undefined ->
+    terminate(Failed, S),
+    {stop, {worker_node_failed, Failed}};
 await_started(#state{slots = Slots} = S, Deadline) ->
     case [I || #slot{index = I, state = starting} <- maps:values(Slots)] of
         [] ->
@@ -292,10 +300,15 @@ handle_call({remove, Node}, _From, #state{name = Name, slots = Slots} = S) ->
             {reply, ok, S#state{slots = maps:remove(I, Slots)}};
         [] ->
             {reply, {error, not_found}, S}
-    end.
+    end;
+handle_call(Request, _From, #state{handler = {Handler, Info}} = S) ->
+    {reply, Handler:handle_pool_call(Request, [N || {_, N} <- ?MODULE:nodes(S#state.name)], Info), S}.
 
 %% @private
 -spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
+handle_cast({recycle, Node}, S) ->
+    %% The node asks for a fresh start (erlpy_nodes_http, max_requests).
+    {noreply, down(Node, "recycled", S)};
 handle_cast(_Msg, S) ->
     {noreply, S}.
 
@@ -308,8 +321,8 @@ handle_info({{started, I}, {started, _Node, Peer}}, #state{slots = Slots} = S) -
                 ok -> {noreply, up(Slot, S)}
             catch Class:Reason ->
                     logger:error("erlpy: worker node ~s did not start erlpy: ~p:~p", [Node, Class, Reason]),
-                    peer:stop(Peer),
-                    {noreply, S}
+                    catch peer:stop(Peer),
+                    {noreply, down(Node, S#state{failed = {Class, Reason}})}
             end;
         _ ->
             {noreply, S}
@@ -331,7 +344,10 @@ handle_info(_Msg, S) ->
 
 %% A node of ours that died is started again (after a short pause, so a
 %% node that crashes at start does not spin); an added one leaves the pool.
-down(Node, #state{name = Name, slots = Slots} = S) ->
+down(Node, S) ->
+    down(Node, "down", S).
+
+down(Node, Why, #state{name = Name, slots = Slots} = S) ->
     case [Slot || #slot{node = N} = Slot <- maps:values(Slots), N =:= Node] of
         [#slot{state = down}] ->
             S;
@@ -342,7 +358,7 @@ down(Node, #state{name = Name, slots = Slots} = S) ->
         [#slot{index = I, peer = Peer} = Slot] ->
             ets:delete(Name, I),
             catch peer:stop(Peer),
-            logger:warning("erlpy: worker node ~s is down; starting it again", [Node]),
+            Why =:= "down" andalso logger:warning("erlpy: worker node ~s is down; starting it again", [Node]),
             erlang:send_after(200, self(), {restart, I}),
             S#state{slots = Slots#{I => Slot#slot{state = down, peer = undefined}}};
         [] ->
