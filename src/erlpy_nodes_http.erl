@@ -68,9 +68,11 @@ serve_here(#{app := App} = Server, Recycle, Pool) ->
     end.
 
 %% Polls the node's request count (a counter read: cheap); past the limit,
-%% stops the server gracefully and asks the pool for a fresh node.
+%% and once the pool lets it (one node at a time, the others up), stops
+%% the server gracefully and asks the pool for a fresh node.
 recycle_after(Limit, {Pool, Front} = P) ->
-    case erlpy_http_slots:requests() >= Limit of
+    case erlpy_http_slots:requests() >= Limit andalso
+        (catch gen_server:call({Pool, Front}, {may_recycle, node()}, 10000)) =:= true of
         true ->
             logger:info("erlpy: worker node ~s served ~b requests: recycling it", [node(), Limit]),
             stop_here(),
@@ -84,8 +86,17 @@ recycle_after(Limit, {Pool, Front} = P) ->
 -spec stop_here() -> ok.
 stop_here() ->
     case whereis(?SERVER) of
-        undefined -> ok;
-        _ -> erlpy_http:stop(?SERVER)
+        undefined ->
+            ok;
+        _ ->
+            %% The listening socket closes first, while the acceptors still
+            %% wait in accept: a connection the kernel gave this node's
+            %% socket is taken by them, not reset by a close after they
+            %% stopped (what is queued at the close itself is reset, unless
+            %% net.ipv4.tcp_migrate_req moves it to another node's socket).
+            #{listen := Listen} = sys:get_state(erlpy_http_server:listener(?SERVER)),
+            _ = gen_tcp:close(Listen),
+            erlpy_http:stop(?SERVER)
     end.
 
 %% @doc What `erlpy_http:port/1', `connections/1' and `stop/2' ask a server,

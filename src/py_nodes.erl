@@ -31,7 +31,7 @@
 -record(slot, {index :: pos_integer(),
                node :: node(),
                peer :: pid() | undefined,      %% undefined: added, not ours
-               state :: starting | up | down}).
+               state :: starting | up | recycling | down}).
 -record(state, {name :: pool(),
                 setup :: [{module(), atom(), [term()]}],
                 teardown :: [{module(), atom(), [term()]}],
@@ -300,6 +300,18 @@ handle_call({remove, Node}, _From, #state{name = Name, slots = Slots} = S) ->
             {reply, ok, S#state{slots = maps:remove(I, Slots)}};
         [] ->
             {reply, {error, not_found}, S}
+    end;
+handle_call({may_recycle, Node}, _From, #state{slots = Slots} = S) ->
+    %% One node at a time, and only while every other one is up: a node
+    %% recycling leaves the others serving.
+    case lists:partition(fun(#slot{node = N}) -> N =:= Node end, maps:values(Slots)) of
+        {[#slot{index = I, state = up} = Slot], Others} ->
+            case lists:all(fun(#slot{state = St}) -> St =:= up end, Others) of
+                true -> {reply, true, S#state{slots = Slots#{I := Slot#slot{state = recycling}}}};
+                false -> {reply, false, S}
+            end;
+        _ ->
+            {reply, false, S}
     end;
 handle_call(Request, _From, #state{handler = {Handler, Info}} = S) ->
     {reply, Handler:handle_pool_call(Request, [N || {_, N} <- ?MODULE:nodes(S#state.name)], Info), S}.
