@@ -260,8 +260,7 @@ setup_node(Node, #state{app_env = Env, setup = Setup}) ->
     [ok = erpc:call(Node, application, set_env, [erlpy, K, V], 30000) || {K, V} <- Env],
     ok = erpc:call(Node, application, set_env, [erlpy, worker_nodes, 0], 30000),
     {ok, _} = erpc:call(Node, application, ensure_all_started, [erlpy], 60000),
-    [{ok, _} = erpc:call(Node, M, F, A, 60000) || {M, F, A} <- Setup],
-    ok.
+    lists:foreach(fun({M, F, A}) -> {ok, _} = erpc:call(Node, M, F, A, 60000) end, Setup).
 
 up(#slot{index = I, node = Node} = Slot, #state{name = Name, slots = Slots} = S) ->
     erlang:monitor_node(Node, true),
@@ -387,6 +386,6 @@ terminate(_Reason, #state{slots = Slots} = S) ->
     ok.
 
 stop_peer(Peer, Node, #state{teardown = Teardown}) ->
-    [catch erpc:call(Node, M, F, A, infinity) || {M, F, A} <- Teardown],
+    lists:foreach(fun({M, F, A}) -> catch erpc:call(Node, M, F, A, infinity) end, Teardown),
     catch peer:stop(Peer),
     true.

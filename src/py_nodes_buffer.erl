@@ -71,7 +71,7 @@ is_buffer(Ref) ->
 
 start(Node, Buf, Acc) ->
     Self = self(),
-    Proxy = spawn(?MODULE, proxy, [Self, Node, Buf, py_buffer:info(Buf)]),
+    Proxy = spawn(?MODULE, proxy, [Self, Node, Buf, py_nif:buffer_info(Buf)]),
     Mon = erlang:monitor(process, Proxy),
     receive
         {Proxy, {ok, Remote}} ->
@@ -88,7 +88,7 @@ start(Node, Buf, Acc) ->
 
 %% @doc The proxy: starts the relay, then the Python reader, and passes
 %% messages between them until the stream or the call ends.
--spec proxy(pid(), node(), py_buffer:buffer(), py_buffer:info()) -> ok.
+-spec proxy(pid(), node(), py_nif:buffer(), map()) -> ok.
 proxy(Caller, Node, Buf, Info) ->
     Opts = #{content_length => maps:get(content_length, Info),
              keep_consumed => maps:get(seekable, Info),
@@ -118,18 +118,18 @@ proxy_loop(Buf, Acks, Relay, RMon, Ref, Node) ->
         {Relay, ack} -> _ = py_buffer:write(Acks, <<1>>), Loop();
         {Relay, closed} ->
             %% The reader on the worker node closed its buffer.
-            py_buffer:abort(Buf, closed), Loop();
+            py_nif:buffer_abort(Buf, closed), Loop();
         {Ref, _ForwardResult} ->
             %% The reader here ended; wait for the relay or the call's end.
             Loop();
         {'DOWN', RMon, process, Relay, _} ->
-            py_buffer:abort(Buf, closed),
+            py_nif:buffer_abort(Buf, closed),
             _ = py_buffer:close(Acks),
             await_forwarder(Ref);
         call_done ->
             %% The call returned: nobody reads the relayed buffer any more.
             exit(Relay, kill),
-            py_buffer:abort(Buf, closed),
+            py_nif:buffer_abort(Buf, closed),
             _ = py_buffer:close(Acks),
             await_forwarder(Ref)
     end.
