@@ -70,6 +70,10 @@ calls_land_on_different_os_processes(_) ->
     W2 = ospid(py:worker_node(2)),
     3 = length(lists:usort([Local, W1, W2])),
     Local = list_to_integer(os:getpid()),
+    %% Under scripts/test-asan the worker nodes run the sanitizer's emulator too.
+    [true = binary:match(element(2, {ok, _} = erpc:call(N, file, read_file, ["/proc/self/maps"])),
+                         <<"libasan">>) =/= nomatch
+     || erlpy_test:sanitized(), {_, N} <- py_nodes:nodes()],
     %% `worker_nodes' lands on the worker nodes only.
     Seen = lists:usort([ospid(worker_nodes) || _ <- lists:seq(1, 20)]),
     [] = Seen -- [W1, W2],
