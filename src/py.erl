@@ -169,7 +169,11 @@ run(Ctx, Request, Options) ->
     case Ctx of
         #py_context{node = {Pool, I}, id = N} -> py_nodes:call({Pool, I, N}, Request, Timeout, Options);
         worker_nodes -> py_nodes:call(worker_nodes, Request, Timeout, Options);
-        _ -> run_local(Ctx, Request, Timeout)
+        _ ->
+            case py_nodes:foreign_handle(Request) of
+                false -> run_local(Ctx, Request, Timeout);
+                Node -> {error, {foreign_handle, Node}}
+            end
     end.
 
 run_local(Ctx, Request, Timeout) ->

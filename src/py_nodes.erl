@@ -16,7 +16,7 @@
 -behaviour(gen_server).
 
 -export([start_link/1, add/1, add/2, remove/1, remove/2, nodes/0, nodes/1, os_pids/1,
-         call/4, serve_call/6]).
+         call/4, serve_call/6, foreign_handle/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -type pool() :: atom().
@@ -31,7 +31,9 @@
 -record(slot, {index :: pos_integer(),
                node :: node(),
                peer :: pid() | undefined,      %% undefined: added, not ours
-               state :: starting | up | recycling | down}).
+               state :: starting | up | recycling | down,
+               up_at = 0 :: integer(),           %% monotonic ms
+               delay = 200 :: pos_integer()}).   %% before the next restart
 -record(state, {name :: pool(),
                 setup :: [{module(), atom(), [term()]}],
                 teardown :: [{module(), atom(), [term()]}],
@@ -114,6 +116,30 @@ call(Target, Request, Timeout, Options) ->
         {error, _} = Error ->
             Error
     end.
+
+%% @private
+%% @doc For a local call: the worker node whose handle is among the
+%% request's arguments (top level only: a cheap check), or `false'.
+-spec foreign_handle(tuple()) -> node() | false.
+foreign_handle(Request) ->
+    Args = case Request of
+               {call, _, _, A, K} -> A ++ maps:values(K);
+               {eval, _, L} -> maps:values(L);
+               _ -> []
+           end,
+    Here = node(),
+    case [node(R) || R <- Args, is_reference(R), node(R) =/= Here] of
+        [] -> false;
+        Nodes -> first_worker(Nodes)
+    end.
+
+first_worker([Node | Rest]) ->
+    case catch ets:match(py_nodes, {'_', Node, '_'}) of
+        [_ | _] -> Node;
+        _ -> first_worker(Rest)
+    end;
+first_worker([]) ->
+    false.
 
 %% ------------------------------------------------------------------ the call
 
@@ -241,8 +267,9 @@ start_slot(I, #state{name = Name, slots = Slots} = S) ->
                                             "-hidden", "-pa" | Paths],
                                    wait_boot => {self(), {started, I}},
                                    shutdown => {halt, 5000}})),
+    Delay = case maps:find(I, Slots) of {ok, #slot{delay = D}} -> D; error -> 200 end,
     S#state{slots = Slots#{I => #slot{index = I, node = list_to_atom(NodeName ++ "@" ++ Host),
-                                      peer = Peer, state = starting}}}.
+                                      peer = Peer, state = starting, delay = Delay}}}.
 
 started({ok, Peer}) -> Peer;
 started({ok, Peer, _Node}) -> Peer.
@@ -265,7 +292,7 @@ setup_node(Node, #state{app_env = Env, setup = Setup}) ->
 up(#slot{index = I, node = Node} = Slot, #state{name = Name, slots = Slots} = S) ->
     erlang:monitor_node(Node, true),
     true = ets:insert(Name, {I, Node, counters:new(1, [write_concurrency])}),
-    S#state{slots = Slots#{I => Slot#slot{state = up}}}.
+    S#state{slots = Slots#{I => Slot#slot{state = up, up_at = erlang:monotonic_time(millisecond)}}}.
 
 %% @private
 -spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
@@ -366,12 +393,19 @@ down(Node, Why, #state{name = Name, slots = Slots} = S) ->
             ets:delete(Name, I),
             logger:warning("erlpy: worker node ~s is down; removed from the pool", [Node]),
             S#state{slots = maps:remove(I, Slots)};
-        [#slot{index = I, peer = Peer} = Slot] ->
+        [#slot{index = I, peer = Peer, up_at = UpAt, delay = Delay0} = Slot] ->
             ets:delete(Name, I),
             catch peer:stop(Peer),
-            Why =:= "down" andalso logger:warning("erlpy: worker node ~s is down; starting it again", [Node]),
-            erlang:send_after(200, self(), {restart, I}),
-            S#state{slots = Slots#{I => Slot#slot{state = down, peer = undefined}}};
+            %% A node that dies young (or never came up) waits twice as
+            %% long each time, up to 10 s.
+            Delay = case erlang:monotonic_time(millisecond) - UpAt < 10000 of
+                        true when Why =:= "down" -> min(2 * Delay0, 10000);
+                        _ -> 200
+                    end,
+            Why =:= "down" andalso
+                logger:warning("erlpy: worker node ~s is down; starting it again in ~b ms", [Node, Delay]),
+            erlang:send_after(Delay, self(), {restart, I}),
+            S#state{slots = Slots#{I => Slot#slot{state = down, peer = undefined, delay = Delay}}};
         [] ->
             S
     end.

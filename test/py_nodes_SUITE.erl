@@ -136,7 +136,13 @@ handles_work_on_their_node_only(_) ->
     erlang:garbage_collect(),
     {ok, <<"aa">>} = py:eval(py:worker_node(1), <<"p.match(b'aa').group(0)">>, #{p => Re}),
     Node1 = node(Re),
-    {error, {foreign_handle, Node1}} = py:eval(py:worker_node(2), <<"p">>, #{p => [{x, Re}]}).
+    {error, {foreign_handle, Node1}} = py:eval(py:worker_node(2), <<"p">>, #{p => [{x, Re}]}),
+    %% Here too (checked at the top level of the arguments).
+    {error, {foreign_handle, Node1}} = py:eval(<<"p">>, #{p => Re}),
+    {error, {foreign_handle, Node1}} = py:call(operator, is_, [Re, Re]),
+    %% A reference of this node is no handle of a worker node.
+    Ref = make_ref(),
+    {ok, Ref} = py:eval(<<"p">>, #{p => Ref}).
 
 a_dead_callers_job_is_cancelled_on_the_worker_node(_) ->
     Key = erlang:unique_integer([positive]),
