@@ -263,8 +263,11 @@ start_slot(I, #state{name = Name, slots = Slots} = S) ->
     Peer = started(peer:start_link(#{name => NodeName, host => Host,
                                    longnames => net_kernel:longnames(),
                                    exec => {filename:join(bindir(), "erlexec"), []},
+                                   %% No busy waiting by idle schedulers: a worker
+                                   %% node mostly waits for Python, beside others.
                                    args => ["-setcookie", atom_to_list(erlang:get_cookie()),
-                                            "-hidden", "-pa" | Paths],
+                                            "-hidden", "+sbwt", "none", "+sbwtdcpu", "none",
+                                            "+sbwtdio", "none", "-pa" | Paths],
                                    wait_boot => {self(), {started, I}},
                                    shutdown => {halt, 5000}})),
     Delay = case maps:find(I, Slots) of {ok, #slot{delay = D}} -> D; error -> 200 end,
