@@ -14,6 +14,7 @@
 -module(erlpy_nodes_http).
 
 -export([start_link/1, reuseport/1, serve_here/3, stop_here/0, set_here/1, handle_pool_call/3]).
+-export([log/2]).
 
 -define(SERVER, erlpy_http_node).  %% the server's name on a worker node
 
@@ -33,9 +34,11 @@ start_link(#{worker_nodes := N, ip := Ip, port := Port0} = Config) ->
                     Pool = maps:get(name, Config, list_to_atom("erlpy_http_" ++ integer_to_list(Port))),
                     Server = maps:without([worker_nodes, max_requests, name], Config),
                     Recycle = maps:get(max_requests, Config, infinity),
+                    #{level := Level} = logger:get_primary_config(),
                     Started = py_nodes:start_link(
                                 #{name => Pool, count => N,
-                                  setup => [{?MODULE, serve_here, [Server#{port := Port, reuseport => true},
+                                  setup => [{?MODULE, serve_here, [Server#{port := Port, reuseport => true,
+                                                                           log_level => Level},
                                                                    Recycle, {Pool, node()}]}],
                                   teardown => [{?MODULE, stop_here, []}],
                                   handler => {?MODULE, #{port => Port}}}),
@@ -56,7 +59,9 @@ reuseport(_) -> [].
 %% @doc On a worker node: loads the app, starts the server, and, with
 %% `max_requests', a watcher that recycles the node.
 -spec serve_here(map(), pos_integer() | infinity, {atom(), node()}) -> {ok, pid()} | {error, term()}.
-serve_here(#{app := App} = Server, Recycle, Pool) ->
+serve_here(#{app := App, log_level := Level} = Server0, Recycle, Pool) ->
+    Server = maps:remove(log_level, Server0),
+    forward_logs(Level, Pool),
     is_binary(App) andalso ({ok, _} = py:call(erlpy_wsgi, load_app, [App])),
     case erlpy_http:start(Server#{name => ?SERVER}) of
         {ok, Pid} ->
@@ -66,6 +71,21 @@ serve_here(#{app := App} = Server, Recycle, Pool) ->
         Error ->
             Error
     end.
+
+%% The node's log events (the access log, Python's logging, errors) go to
+%% the front node's logger, whose handlers (bin/erlpy's stderr and
+%% --access-log) and level decide: this node's only handler sends them
+%% to the pool process, which logs them there.
+forward_logs(Level, Pool) ->
+    _ = logger:remove_handler(default),
+    ok = logger:set_primary_config(level, Level),
+    ok = logger:add_handler(erlpy_nodes_http, ?MODULE, #{config => #{pool => Pool}}).
+
+%% @doc A logger handler on a worker node: sends the event to the pool.
+-spec log(logger:log_event(), logger:handler_config()) -> ok.
+log(Event, #{config := #{pool := {Pool, Front}}}) ->
+    {Pool, Front} ! {log, Event},
+    ok.
 
 %% Polls the node's request count (a counter read: cheap); past the limit,
 %% and once the pool lets it (one node at a time, the others up), stops

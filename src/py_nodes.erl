@@ -380,6 +380,16 @@ handle_info({restart, I}, #state{slots = Slots} = S) ->
         {ok, #slot{state = down}} -> {noreply, start_slot(I, S)};
         _ -> {noreply, S}
     end;
+handle_info({log, #{level := Level, msg := Msg, meta := Meta0}}, S) ->
+    %% A worker node's log event (erlpy_nodes_http forwards them), logged
+    %% here as this process's: its pid and group leader stay behind.
+    Meta = maps:with([domain, time, mfa, file, line, report_cb], Meta0),
+    _ = case Msg of
+            {string, Text} -> logger:log(Level, "~ts", [Text], Meta);
+            {report, Report} -> logger:log(Level, Report, Meta);
+            {Format, Args} -> logger:log(Level, Format, Args, Meta)
+        end,
+    {noreply, S};
 handle_info(_Msg, S) ->
     {noreply, S}.
 

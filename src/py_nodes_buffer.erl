@@ -110,33 +110,39 @@ proxy(Caller, Node, Buf, Info) ->
     ok.
 
 proxy_loop(Buf, Acks, Relay, RMon, Ref, Node) ->
-    Loop = fun() -> proxy_loop(Buf, Acks, Relay, RMon, Ref, Node) end,
+    proxy_loop(Buf, Acks, Relay, RMon, Ref, Node, running).
+
+proxy_loop(Buf, Acks, Relay, RMon, Ref, Node, Reader) ->
+    Loop = fun(R) -> proxy_loop(Buf, Acks, Relay, RMon, Ref, Node, R) end,
     receive
-        {data, Bin} -> Relay ! {data, Bin}, Loop();
-        {eof} -> Relay ! eof, Loop();
-        {abort, Reason} -> Relay ! {abort, Reason}, Loop();
-        {Relay, ack} -> _ = py_buffer:write(Acks, <<1>>), Loop();
+        {data, Bin} -> Relay ! {data, Bin}, Loop(Reader);
+        {eof} -> Relay ! eof, Loop(Reader);
+        {abort, Reason} -> Relay ! {abort, Reason}, Loop(Reader);
+        {Relay, ack} -> _ = py_buffer:write(Acks, <<1>>), Loop(Reader);
         {Relay, closed} ->
             %% The reader on the worker node closed its buffer.
-            py_nif:buffer_abort(Buf, closed), Loop();
+            py_nif:buffer_abort(Buf, closed), Loop(Reader);
         {Ref, _ForwardResult} ->
             %% The reader here ended; wait for the relay or the call's end.
-            Loop();
+            Loop(done);
         {'DOWN', RMon, process, Relay, _} ->
             py_nif:buffer_abort(Buf, closed),
             _ = py_buffer:close(Acks),
-            await_forwarder(Ref);
+            await_forwarder(Ref, Reader);
         call_done ->
             %% The call returned: nobody reads the relayed buffer any more.
             exit(Relay, kill),
             py_nif:buffer_abort(Buf, closed),
             _ = py_buffer:close(Acks),
-            await_forwarder(Ref)
+            await_forwarder(Ref, Reader)
     end.
 
 %% The job follows its caller (this process): wait for it to end so that
-%% it never runs on behalf of a process that is gone.
-await_forwarder(Ref) ->
+%% it never runs on behalf of a process that is gone.  (The abort above
+%% ends its reads at once.)
+await_forwarder(_Ref, done) ->
+    ok;
+await_forwarder(Ref, running) ->
     receive {Ref, _} -> ok after 5000 -> ok end.
 
 %% ------------------------------------------------------------------ the worker node

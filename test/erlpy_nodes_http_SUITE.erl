@@ -40,12 +40,15 @@ end_per_testcase(_, Config) ->
 
 %% ------------------------------------------------------------------ cases
 
+%% --access-log - : the worker nodes' lines reach this node's stdout.
 both_worker_nodes_answer(Config) ->
-    {Server, Port} = serve(Config, ["--workers", "2"]),
+    {Server, Port} = serve(Config, ["--workers", "2", "--access-log", "-"]),
     Pids = pids_seen(Port, 2, []),
     ?assertEqual(2, length(Pids)),
+    ?assertEqual(Pids, lists:sort(pids_seen(Port, 2, []))),
     signal(Server, "TERM"),
-    {0, _} = wait_exit(Server).
+    {0, Out} = wait_exit(Server),
+    ?assertNotEqual(nomatch, string:find(Out, "127.0.0.1 GET / 200")).
 
 %% A worker node killed with SIGKILL: the requests sent after it died all
 %% get answers (from the other node, then from its replacement too).
