@@ -8,7 +8,7 @@
 -compile([export_all, nowarn_export_all]).
 
 all() ->
-    [both_worker_nodes_answer, killed_worker_node_is_replaced, sigterm_stops_every_node_gracefully,
+    [help_lists_the_options, both_worker_nodes_answer, killed_worker_node_is_replaced, sigterm_stops_every_node_gracefully,
      max_requests_recycles_worker_nodes, erlpy_http_start_with_worker_nodes].
 
 suite() -> [{timetrap, {minutes, 4}}].
@@ -39,6 +39,12 @@ end_per_testcase(_, Config) ->
     Config.
 
 %% ------------------------------------------------------------------ cases
+
+help_lists_the_options(Config) ->
+    Port = open_port({spawn_executable, erlpy()}, [{args, ["--help"]}, {cd, ?config(dir, Config)},
+                                                   exit_status, stderr_to_stdout, binary]),
+    {0, Help} = wait_exit(#{port => Port}),
+    [?assertNotEqual(nomatch, string:find(Help, Opt)) || Opt <- ["--workers N", "--max-requests N"]].
 
 %% --access-log - : the worker nodes' lines reach this node's stdout.
 both_worker_nodes_answer(Config) ->
@@ -97,13 +103,15 @@ max_requests_recycles_worker_nodes(Config) ->
 %% The Erlang API: erlpy_http:start(#{worker_nodes => 2}); port/1,
 %% connections/1 and stop/1 work on it; stop leaves no worker node.
 erlpy_http_start_with_worker_nodes(Config) ->
+    _ = application:load(erlpy),
+    ok = application:set_env(erlpy, contexts, 2),
+    erlpy_test:start(Config),
+    App = <<"nodes_app:app">>,
+    %% Worker nodes need distribution.
+    {error, not_distributed} = erlpy_http:start(#{app => App, port => 0, worker_nodes => 2}),
     Name = list_to_atom("ct_nodes_http_" ++ os:getpid()),
     {ok, _} = net_kernel:start([Name, shortnames]),
     try
-        _ = application:load(erlpy),
-        ok = application:set_env(erlpy, contexts, 2),
-        erlpy_test:start(Config),
-        App = <<"nodes_app:app">>,
         ok = application:set_env(erlpy, python_path, [?config(dir, Config)]),
         {ok, S} = erlpy_http:start(#{app => App, port => 0, worker_nodes => 2}),
         Port = erlpy_http:port(S),
