@@ -27,6 +27,8 @@ run() ->
     _ = application:load(erlpy),
     ok = application:set_env(erlpy, python_path, [filename:absname(Bench)]),
     ok = application:set_env(erlpy, worker_nodes, 2),
+    %% BENCH_CONTEXTS Python threads here and on each worker node (default 8).
+    ok = application:set_env(erlpy, contexts, list_to_integer(os:getenv("BENCH_CONTEXTS", "8"))),
     {ok, _} = application:ensure_all_started(erlpy),
     Seconds = list_to_integer(os:getenv("BENCH_SECONDS", "5")),
     Workers = [list_to_integer(P) || {_, P} <- py_nodes:os_pids(py_nodes)],

@@ -30,6 +30,9 @@ import bench_servers  # noqa: E402  (free_port, session_pids, proc_stat, describ
 import nodes_bench  # noqa: E402
 
 APP = "nodes_bench:app"
+# Python threads per worker node (--contexts): the app is CPU-bound, so
+# more threads than cores only take turns at the node's GIL.
+CONTEXTS = os.environ.get("ERLPY_BENCH_CONTEXTS", "8")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -37,7 +40,7 @@ def command(kind, port):
     bind = "127.0.0.1:%d" % port
     if kind == "erlpy":
         return [os.path.join(ROOT, "bin", "erlpy"), "serve", APP, "--bind", bind, "--workers", "2",
-                "--python-path", HERE]
+                "--contexts", CONTEXTS, "--python-path", HERE]
     if kind == "gunicorn":
         return ["gunicorn", "-w", "2", "-k", "sync", "-b", bind, "--chdir", HERE, APP]
     if kind == "uwsgi":
