@@ -444,8 +444,8 @@ static PyObject *line_fast(pybuffer_t *self, Py_ssize_t size)
 
 static PyObject *pb_readline(pybuffer_t *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_ssize_t n;
-    if (parse_size(args, nargs, "readline", &n) < 0)
+    Py_ssize_t n = -1;
+    if (nargs && parse_size(args, nargs, "readline", &n) < 0)
         return NULL;
     PyObject *r = line_fast(self, n);
     if (r || PyErr_Occurred() || enter(self) < 0)
