@@ -166,10 +166,12 @@ run_system(Kind, Tpl, Port, Memcpy, Total) ->
 measured(memcpy, _Tpl, _Port, Memcpy, Total) ->
     Ns = Memcpy(Total),
     #{bytes => Total, ns => Ns, py_ns => Ns, extra => 0, rss_peak => undefined,
-      rss_hwm => undefined, writes => [], long => [], buf_mem => undefined, faults => undefined};
+      rss_hwm => undefined, writes => [], long => [], buf_mem => undefined, faults => undefined,
+      cpu => undefined};
 measured(Kind, Tpl, Port, _Memcpy, Total) ->
     Rss0 = rss_start(),
     Faults0 = minor_faults(),
+    Cpu0 = cpu_ns(),
     Sampler = rss_sampler(Rss0),
     %% The system monitor must be another process: events about the
     %% monitoring process itself are not reported.
@@ -186,7 +188,8 @@ measured(Kind, Tpl, Port, _Memcpy, Total) ->
     Monitor ! {get, self()},
     Long = receive {Monitor, Events} -> [Ms || {Who, Ms} <- Events, Who =:= Writer orelse is_port(Who)] end,
     R#{rss_peak => Peak - Rss0, rss_hwm => Hwm - Rss0, long => Long, buf_mem => BufMem,
-       faults => minor_faults() - Faults0}.
+       faults => minor_faults() - Faults0,
+       cpu => case Kind of port -> undefined; _ -> cpu_ns() - Cpu0 end}.
 
 collect_long(Acc) ->
     receive
@@ -202,6 +205,16 @@ minor_faults() ->
     [_, AfterComm] = binary:split(Stat, <<") ">>),
     %% fields from 3 (state) on; minflt is field 10
     binary_to_integer(lists:nth(8, binary:split(AfterComm, <<" ">>, [global]))).
+
+%% CPU time of the VM's threads so far (writer, schedulers, the Python
+%% worker reading), ns: the first field of /proc/self/task/*/schedstat.  A
+%% thread that ended meanwhile is not counted (none does during a run).
+cpu_ns() ->
+    {ok, Tids} = file:list_dir("/proc/self/task"),
+    lists:sum([case file:read_file("/proc/self/task/" ++ T ++ "/schedstat") of
+                   {ok, B} -> binary_to_integer(hd(binary:split(B, <<" ">>)));
+                   {error, _} -> 0
+               end || T <- Tids]).
 
 %% The writer is this process; the reader a py:call made from another one,
 %% which must be blocked in its first read before the clock starts.
@@ -418,9 +431,9 @@ report_stream(Systems, By, Cold) ->
               "~b rounds~n", [?TOTAL div ?MiB, ?STREAM_ROUNDS]),
     io:format("     bounded = keep_consumed => false, max_unread => 8 MiB; default = keep_consumed "
               "=> true, no max_unread~n~n"),
-    io:format("~-44s ~8s ~9s ~9s ~9s ~9s ~9s ~9s ~10s ~5s~n",
+    io:format("~-44s ~8s ~9s ~9s ~9s ~9s ~9s ~9s ~10s ~5s ~8s~n",
               ["", "MB/s", "vs port", "vs memcpy", "RSS peak", "RSS HWM", "buf mem", "faults",
-               "max write", ">1ms"]),
+               "max write", ">1ms", "CPU ms"]),
     Stats = maps:from_list(
               [{Name, stream_row(Label, maps:get(Name, By), Port, Mem)}
                || {Name, Label, _} <- Systems]),
@@ -434,6 +447,9 @@ report_stream(Systems, By, Cold) ->
               "process during the run, median.~n"
               "max write = longest single py_buffer:write/2 (port: port_command/2; NIF timed: the "
               "write NIF alone), all rounds; >1ms = how many writes took longer.~n"
+              "CPU ms = CPU time of all the VM's threads (writer, schedulers, Python reader; "
+              "/proc/self/task/*/schedstat) per run, median: the work, whatever the machine's "
+              "load did to the wall clock.~n"
               "memcpy baseline: ~s.~n",
               [?RSS_EVERY_MS, get(memcpy_name)]),
     io:format("~nwrite call times (ns each, all rounds pooled), by system:~n"),
@@ -507,9 +523,13 @@ stream_row(Label, Runs, PortRuns, MemRuns) ->
                  [] -> "-";
                  Fs -> integer_to_list(median(Fs))
              end,
-    io:format("~-44s ~8b ~8.2fx ~8.2fx ~9s ~9s ~9s ~9s ~10s ~5s~n",
+    Cpu = case [C || #{cpu := C} <- Runs, C =/= undefined] of
+              [] -> "-";
+              Cs -> io_lib:format("~.1f", [median(Cs) / 1.0e6])
+          end,
+    io:format("~-44s ~8b ~8.2fx ~8.2fx ~9s ~9s ~9s ~9s ~10s ~5s ~8s~n",
               [Label, round(Mbs), VsPort, VsMem, mib(Rss), mib(Hwm), mib(BufMem), Faults,
-               us(MaxWrite), case Writes of [] -> "-"; _ -> integer_to_list(Over) end]),
+               us(MaxWrite), case Writes of [] -> "-"; _ -> integer_to_list(Over) end, Cpu]),
     #{mbs => Mbs, vs_port => VsPort, rss => Rss, max_write => MaxWrite, over => Over}.
 
 mbs(#{bytes := B, ns := Ns}) -> B * 1000 / Ns.
