@@ -3,7 +3,8 @@
  *
  * Waits and big copies happen with the GIL released (Py_BEGIN_ALLOW_THREADS);
  * small reads that can be served at once keep it.  The stream's lock is taken
- * only inside stream.c, so the GIL is never requested while holding it.
+ * only inside stream.c, so the GIL is never requested while holding it (the
+ * readline sink runs under it, on this thread, GIL held: it only allocates).
  *
  * Public CPython API only.  _PyBytes_Resize, despite its underscore, is the
  * documented way to grow or shrink a new bytes object in place (C API
@@ -428,8 +429,9 @@ static void *line_sink(void *ctx, size_t n)
 }
 
 /* The common case in one stream-lock round: the whole line, within size and
- * line_limit, is there already.  Returns it, or NULL without an exception
- * when the slow path must decide (no newline yet, too long, closed, busy). */
+ * line_limit, is there already.  Returns it; or NULL with MemoryError; or
+ * NULL without an exception when the slow path must decide (no newline yet,
+ * too long, closed, busy). */
 static PyObject *line_fast(pybuffer_t *self, Py_ssize_t size)
 {
     size_t cap = LINE_FAST, n = 0, limit = self->buf->line_limit;

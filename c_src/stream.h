@@ -7,7 +7,8 @@
  *
  * Lock order: stream lock is a leaf, but for the one lock a ready callback
  * takes (stream_notify_ready).  Never call into Python or Erlang while holding
- * it; the other callbacks (release, drain notify) are invoked with it released.
+ * it (but for stream_read_line's sink, which only allocates); the other
+ * callbacks (release, drain notify) are invoked with it released.
  *
  * Positions are absolute byte offsets counted from the first byte written.
  */
