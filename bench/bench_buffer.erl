@@ -29,8 +29,9 @@
 %% rounds (the order reversed every other round) and the figures that matter
 %% are the ratios, computed per round and summarised by their median.
 %% Diagnostic rows (a writer that allocates nothing; the write NIF timed
-%% apart from the backpressure wait) and per-run page faults and
-%% long_schedule events say where the time goes.
+%% apart from the backpressure wait) and per-run page faults, CPU time of the
+%% VM's threads and long_schedule events say where the time goes.  Instruction
+%% counts, steady where timings are not: `make bench-buffer-callgrind'.
 -module(bench_buffer).
 
 -export([main/0, run/0]).
