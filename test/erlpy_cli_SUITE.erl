@@ -32,10 +32,7 @@ def app(environ, start_response):
     [{dir, Dir} | Config].
 
 end_per_testcase(_, Config) ->
-    case file:read_file(filename:join(?config(dir, Config), "os_pid")) of
-        {ok, Pid} -> os:cmd("/bin/kill -KILL -- -" ++ binary_to_list(Pid) ++ " 2>/dev/null");
-        {error, _} -> ok
-    end,
+    erlpy_test:kill_os_group(filename:join(?config(dir, Config), "os_pid")),
     Config.
 
 %% ------------------------------------------------------------------ cases
@@ -189,4 +186,4 @@ wait_exit(Port, Acc) ->
     end.
 
 get(Port, Path) ->
-    os:cmd("curl -s --max-time 60 http://127.0.0.1:" ++ integer_to_list(Port) ++ Path).
+    erlpy_test:curl_get(Port, Path).
