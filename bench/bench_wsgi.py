@@ -42,7 +42,8 @@ bench/plot_wsgi.py). For experiments with erlpy: --contexts N,
 --erl-flags '...' (e.g. '+sbwt none', or '-pa DIR' to try modified modules:
 the last -pa wins), and --profile threads|msacc|eprof|perf, which writes one
 file per measurement to --profile-dir (default /tmp/erlpy_wsgi_profile):
-beam.smp CPU by thread, plus msacc:print/0, eprof's totals or a perf report
+beam.smp CPU and sleeps per request by thread, plus msacc:print/0, eprof's
+totals or a perf report
 (`perf record -e cpu-clock -g` of beam.smp, JIT symbols through +JPperf map).
 """
 import argparse
