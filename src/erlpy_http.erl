@@ -11,6 +11,8 @@
 -export([start_link/1, start/1, child_spec/1, stop/1, stop/2, port/1, connections/1]).
 
 -type options() :: #{app := py_wsgi:app(),
+                     interface => auto | wsgi | asgi,
+                     request_timeout => timeout(),
                      port => inet:port_number(),
                      ip => inet:ip_address(),
                      acceptors => pos_integer(),

@@ -15,6 +15,7 @@ start_link() ->
 init([]) ->
     Reaper = #{id => py_wsgi_reaper, start => {py_wsgi, start_link, []}},
     PythonLog = #{id => erlpy_python_log, start => {erlpy_python_log, start_link, []}},
+    Asgi = #{id => py_asgi, start => {py_asgi, start_link, []}, shutdown => 15000},
     Http = #{id => erlpy_http_sup, start => {erlpy_http_sup, start_link, []},
              type => supervisor, shutdown => infinity},
-    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Reaper, PythonLog, Http]}}.
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Reaper, PythonLog, Asgi, Http]}}.
