@@ -321,7 +321,7 @@ starlette_basics(_Config) ->
 starlette_upload_1gib(Config) ->
     {File, Hex} = gib_file(Config),
     {ok, Srv} = erlpy_http:start(#{app => <<"starlette_apps:app">>, port => 0}),
-    Out = curl("-H 'Expect:' --data-binary @" ++ File ++ " " ++ url_port(erlpy_http:port(Srv), "/stream_sha256")),
+    Out = curl("-H 'Expect:' -X POST -T " ++ File ++ " " ++ url_port(erlpy_http:port(Srv), "/stream_sha256")),
     ?assertEqual("1073741824 " ++ Hex, Out),
     erlpy_http:stop(Srv).
 
@@ -355,7 +355,7 @@ fastapi_errors_and_background(_Config) ->
 fastapi_stream_upload_chunked_1gib(Config) ->
     {File, Hex} = gib_file(Config),
     {ok, Srv} = erlpy_http:start(#{app => <<"fastapi_apps:app">>, port => 0}),
-    Out = curl("-H 'Expect:' -H 'Transfer-Encoding: chunked' --data-binary @" ++ File ++ " "
+    Out = curl("-H 'Expect:' -H 'Transfer-Encoding: chunked' -X POST -T " ++ File ++ " "
                ++ url_port(erlpy_http:port(Srv), "/stream_sha256")),
     ?assertEqual("1073741824 " ++ Hex, Out),
     erlpy_http:stop(Srv).
