@@ -240,7 +240,7 @@ handle_info(_Msg, S) ->
 -spec terminate(term(), map()) -> ok.
 terminate(_Reason, #{jobs := Jobs}) ->
     persistent_term:erase(?LOOPS),
-    [py_nif:inbox_push(Inbox, {stop}, false) || {_, Inbox} <- maps:values(Jobs)],
+    _ = [py_nif:inbox_push(Inbox, {stop}, false) || {_, Inbox} <- maps:values(Jobs)],
     Deadline = erlang:monotonic_time(millisecond) + 10000,
     lists:foreach(fun(Ref) ->
                           Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
