@@ -1,5 +1,5 @@
 # erlpy: the user's entry points.
-#   make run    serve a WSGI app on 127.0.0.1:8080 (APP=module:callable), bin/erlpy
+#   make run    serve a WSGI or ASGI app on 127.0.0.1:8080 (APP=module:callable), bin/erlpy
 #   make demo   a tour of the call bridge
 #   make test   every test suite: C core, Erlang (Common Test), Python, dialyzer
 #   make bench  benchmarks (bench/), printed as ratios against baselines
@@ -21,7 +21,7 @@ setup:
 build: setup
 	@$(REBAR) compile >/dev/null || $(REBAR) compile
 
-# APP=module:callable serves your own WSGI app (PORT, HOST too), with
+# APP=module:callable serves your own WSGI or ASGI app (PORT, HOST too), with
 # bin/erlpy (docs/cli.md); ARGS passes more options to it.
 APP ?= demo_app:app
 HOST ?= 127.0.0.1
