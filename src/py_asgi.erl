@@ -7,7 +7,8 @@
 %% term and writes the eventfd the loop watches, on the caller's scheduler,
 %% without the GIL.  The loops start with the first use (`loops/0'); their
 %% number is the app env `asgi_loops' (default: all contexts but one, left
-%% to `py:call' and WSGI).
+%% to `py:call' and WSGI), on the last contexts; they stop with the last
+%% server's `shutdown/1'.
 %%
 %% A request: `submit/6' hands the loop the scope, the body (a `py_buffer',
 %% which may still be being written) and the caller's pid.  The app's
@@ -126,22 +127,25 @@ interface(App) ->
 -spec startup(py_wsgi:app()) -> {ok, integer()} | {error, {lifespan_startup_failed, binary()}}.
 startup(App) ->
     Sid = erlang:unique_integer([positive]),
+    ok = gen_server:call(?MODULE, {register, Sid}, infinity),
     Results = lifespan(startup, Sid, App),
     case [Msg || {error, Msg} <- Results] of
         [] ->
             {ok, Sid};
         [Msg | _] ->
-            _ = lifespan(shutdown, Sid, App),
+            ok = shutdown(Sid),
             {error, {lifespan_startup_failed, Msg}}
     end.
 
-%% @doc Runs the lifespan shutdown of a server on every loop; failures are
-%% logged.
+%% @doc Runs the lifespan shutdown of a server on every loop (failures are
+%% logged).  After the last server's, the loops stop: their contexts take
+%% jobs again.
 -spec shutdown(integer()) -> ok.
 shutdown(Sid) ->
     lists:foreach(fun({error, Msg}) -> ?LOG_WARNING("ASGI lifespan shutdown failed: ~ts", [Msg]);
                      (_) -> ok
-                  end, lifespan(shutdown, Sid, none)).
+                  end, lifespan(shutdown, Sid, none)),
+    gen_server:call(?MODULE, {unregister, Sid}, infinity).
 
 lifespan(Phase, Sid, App) ->
     {Inboxes, _} = loops_term(),
@@ -188,21 +192,44 @@ start_link() ->
 -spec init([]) -> {ok, map()}.
 init([]) ->
     process_flag(trap_exit, true),
-    {ok, #{jobs => #{}}}.
+    {ok, #{jobs => #{}, servers => #{}}}.
 
 %% @private
--spec handle_call(start_loops, gen_server:from(), map()) -> {reply, term(), map()}.
+-spec handle_call(start_loops | {register | unregister, integer()}, gen_server:from(), map()) ->
+          {reply, term(), map()}.
 handle_call(start_loops, _From, S) ->
-    case persistent_term:get(?LOOPS, undefined) of
-        undefined ->
-            Contexts = py:contexts(),
-            N = max(1, min(Contexts, application:get_env(erlpy, asgi_loops, max(1, Contexts - 1)))),
-            Jobs = maps:from_list([start_loop(Ctx) || Ctx <- lists:seq(1, N)]),
-            publish(Jobs),
-            {reply, persistent_term:get(?LOOPS), S#{jobs := Jobs}};
-        Loops ->
-            {reply, Loops, S}
+    S2 = start_loops(S),
+    {reply, persistent_term:get(?LOOPS), S2};
+handle_call({register, Sid}, _From, #{servers := Servers} = S) ->
+    {reply, ok, (start_loops(S))#{servers := Servers#{Sid => true}}};
+handle_call({unregister, Sid}, _From, #{servers := Servers} = S) ->
+    case maps:remove(Sid, Servers) of
+        Left when map_size(Left) =:= 0, map_size(Servers) > 0 ->
+            {reply, ok, stop_loops(S#{servers := Left})};
+        Left ->
+            {reply, ok, S#{servers := Left}}
     end.
+
+start_loops(#{jobs := Jobs} = S) when map_size(Jobs) > 0 ->
+    S;
+start_loops(S) ->
+    %% On the last contexts: py:context(1) stays free for py:call.
+    Contexts = py:contexts(),
+    N = max(1, min(Contexts, application:get_env(erlpy, asgi_loops, max(1, Contexts - 1)))),
+    Jobs = maps:from_list([start_loop(Ctx) || Ctx <- lists:seq(Contexts - N + 1, Contexts)]),
+    publish(Jobs),
+    S#{jobs := Jobs}.
+
+%% Each loop cancels its tasks and returns; its context takes jobs again.
+stop_loops(#{jobs := Jobs} = S) ->
+    persistent_term:erase(?LOOPS),
+    _ = [py_nif:inbox_push(Inbox, {stop}, false) || {_, Inbox} <- maps:values(Jobs)],
+    Deadline = erlang:monotonic_time(millisecond) + 10000,
+    lists:foreach(fun(Ref) ->
+                          Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+                          receive {Ref, _} -> ok after Left -> ok end
+                  end, maps:keys(Jobs)),
+    S#{jobs := #{}}.
 
 %% A loop on context Ctx: {JobRef, {Ctx, Inbox}}.
 start_loop(Ctx) ->
@@ -236,13 +263,7 @@ handle_info(_Msg, S) ->
     {noreply, S}.
 
 %% @private
-%% Stops the loops: each cancels its tasks and returns.
 -spec terminate(term(), map()) -> ok.
-terminate(_Reason, #{jobs := Jobs}) ->
-    persistent_term:erase(?LOOPS),
-    _ = [py_nif:inbox_push(Inbox, {stop}, false) || {_, Inbox} <- maps:values(Jobs)],
-    Deadline = erlang:monotonic_time(millisecond) + 10000,
-    lists:foreach(fun(Ref) ->
-                          Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
-                          receive {Ref, _} -> ok after Left -> ok end
-                  end, maps:keys(Jobs)).
+terminate(_Reason, S) ->
+    _ = stop_loops(S),
+    ok.

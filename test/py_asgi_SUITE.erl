@@ -313,8 +313,8 @@ starlette_basics(_Config) ->
     Numbers = curl(url_port(Port, "/streaming")),
     ?assertEqual([integer_to_list(I) || I <- lists:seq(0, 999)], string:lexemes(Numbers, "\n")),
     ?assertEqual("{\"a\":\"1\",\"b\":\"two\"}", curl("-d a=1 -d b=two " ++ url_port(Port, "/form"))),
-    erlpy_http:stop(Srv),
     N = py_asgi:loops(),
+    erlpy_http:stop(Srv),
     ?assertEqual({ok, lists:duplicate(N, <<"startup">>) ++ lists:duplicate(N, <<"shutdown">>)},
                  py:eval(<<"__import__('starlette_apps').events">>)).
 
