@@ -38,7 +38,7 @@ from erlpy_wsgi import load_app
 
 WINDOW = 256 * 1024
 CHUNK_COST = 2048    # a message costs memory too: tiny chunks count as this much
-READ_SIZE = 1 << 20  # the most one http.request event carries
+READ_SIZE = 1 << 16  # the most one http.request event carries (bigger bytes objects cost page faults)
 
 RESPONSE = erlang.Atom("asgi_response")
 BODY = erlang.Atom("asgi_body")

@@ -11,6 +11,9 @@
 %% How long an app may run on after its client left (receive() said
 %% http.disconnect) before its task is cancelled.
 -define(DISCONNECT_GRACE, 5000).
+%% How long a request runs before its socket is watched for the client's
+%% leaving (a socket call each way).
+-define(WATCH_AFTER, 20).
 
 %% @doc Resolves the option `interface' (auto | wsgi | asgi) of a server's
 %% configuration; for ASGI, runs the lifespan startup.  With `auto' an app
@@ -51,9 +54,16 @@ stop(_Conf) ->
 -spec run(map(), map(), py_buffer:buffer(), py_wsgi:handler(), map()) -> {py_wsgi:result(), term()}.
 run(Conf, #{socket := Sock, pump := Pump, kept := Kept} = Req, Input, {Handler, HState}, Opts) ->
     Rid = erlang:unique_integer([positive]),
-    Server = case inet:sockname(Sock) of
-                 {ok, {Addr, Port}} -> {list_to_binary(inet:ntoa(Addr)), Port};
-                 _ -> {maps:get(server_name, Req), maps:get(server_port, Req)}
+    Server = case get(?MODULE) of %% a connection's requests share it
+                 undefined ->
+                     Local = case inet:sockname(Sock) of
+                                 {ok, {Addr, Port}} -> {list_to_binary(inet:ntoa(Addr)), Port};
+                                 _ -> {maps:get(server_name, Req), maps:get(server_port, Req)}
+                             end,
+                     put(?MODULE, Local),
+                     Local;
+                 Local ->
+                     Local
              end,
     Scope = #{method => maps:get(method, Req), path => maps:get(path, Req),
               version => maps:get(version, Req), headers => maps:get(lower, Req),
@@ -66,9 +76,11 @@ run(Conf, #{socket := Sock, pump := Pump, kept := Kept} = Req, Input, {Handler, 
             S = #{rid => Rid, request => Request, handler => Handler, hstate => HState,
                   sent => false, gone => false, sock => Sock, input => Input,
                   %% Watching the socket for the client's leaving starts
-                  %% once the body is read: none, or the pump's end.
+                  %% once the body is read (none, or the pump's end), and
+                  %% only for a request still running after ?WATCH_AFTER ms:
+                  %% most are done sooner, and need no socket call.
                   watch => case {Pump, Kept} of
-                               {none, <<>>} -> start_watch(Sock);
+                               {none, <<>>} -> later;
                                _ -> off
                            end,
                   pump => Pump, pipelined => false,
@@ -95,9 +107,9 @@ left(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
 wait(#{rid := Rid, sock := Sock, pump := Pump, watch := Watch, deadline := Deadline} = S) ->
     receive
         {asgi_response, Rid, Status, Headers, Body, More, Blocked} ->
-            chunk(deliver(S#{sent := true}, {headers, Status, Headers}), Body, More, Blocked);
+            chunk(deliver((last(S, More))#{sent := true}, {headers, Status, Headers}), Body, More, Blocked);
         {asgi_body, Rid, Body, More, Blocked} ->
-            chunk(S, Body, More, Blocked);
+            chunk(last(S, More), Body, More, Blocked);
         {asgi_done, Rid, Result} ->
             done(S, Result);
         {py_buffer_reading, Rid} ->
@@ -109,7 +121,7 @@ wait(#{rid := Rid, sock := Sock, pump := Pump, watch := Watch, deadline := Deadl
             %% The body is read (kept for the connection, which asks later).
             self() ! Msg,
             Watch2 = case Result of
-                         {ok, <<>>} -> start_watch(Sock);
+                         {ok, <<>>} -> later;
                          _ -> done %% a pipelined request came already, or the body failed
                      end,
             wait(S#{watch := Watch2});
@@ -122,10 +134,25 @@ wait(#{rid := Rid, sock := Sock, pump := Pump, watch := Watch, deadline := Deadl
             gone(S#{watch := done});
         {tcp_error, Sock, _} when Watch =:= on ->
             gone(S#{watch := done})
-    after left(Deadline) ->
-            py_asgi:cancel(maps:get(request, S)),
-            {{error, {app_error, timeout}, maps:get(sent, S)}, S}
+    after wait_time(Watch, Deadline) ->
+            case Watch =:= later andalso left(Deadline) > 0 of
+                true ->
+                    wait(S#{watch := start_watch(Sock)});
+                false ->
+                    py_asgi:cancel(maps:get(request, S)),
+                    {{error, {app_error, timeout}, maps:get(sent, S)}, S}
+            end
     end.
+
+wait_time(later, Deadline) -> min(?WATCH_AFTER, left(Deadline));
+wait_time(_Watch, Deadline) -> left(Deadline).
+
+%% Before the last chunk goes out, the socket stops being watched: the
+%% client's next request, sent once it has the response, stays unread.
+last(#{watch := on} = S, false) ->
+    S#{watch := done, pipelined := stop_watch(S) orelse maps:get(pipelined, S)};
+last(S, _More) ->
+    S.
 
 chunk(S, Body, More, Blocked) ->
     S2 = case Body of

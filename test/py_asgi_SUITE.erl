@@ -173,7 +173,7 @@ request_timeout_cancels_only_its_task(Config) ->
 client_gone_cancels_task(Config) ->
     S = connect(?config(port, Config)),
     ok = gen_tcp:send(S, <<"GET /forever?gone1 HTTP/1.1\r\nHost: x\r\n\r\n">>),
-    timer:sleep(200),
+    wait_event(asgi_apps, <<"gone1">>, <<"started">>),
     gen_tcp:close(S),
     wait_event(asgi_apps, <<"gone1">>, <<"cancelled">>),
     ?assertEqual("Hello, World!", curl(url(Config, "/hello"))).
@@ -293,7 +293,7 @@ loop_survives_conn_kill(Config) ->
     Before = asgi_conns(),
     S = connect(?config(port, Config)),
     ok = gen_tcp:send(S, <<"GET /forever?kill1 HTTP/1.1\r\nHost: x\r\n\r\n">>),
-    erlpy_test:wait_until(fun() -> asgi_conns() -- Before =/= [] end),
+    wait_event(asgi_apps, <<"kill1">>, <<"started">>),
     [exit(P, kill) || P <- asgi_conns() -- Before],
     wait_event(asgi_apps, <<"kill1">>, <<"cancelled">>),
     gen_tcp:close(S),

@@ -99,6 +99,7 @@ async def wait_disconnect(scope, receive, send):
 async def forever(scope, receive, send):
     """Never answers; records being cancelled."""
     key = scope["query_string"].decode()
+    events[key] = "started"
     try:
         await asyncio.sleep(3600)
     except asyncio.CancelledError:
