@@ -50,6 +50,7 @@ PYTHON = erlang.Atom("python")
 CANCELLED = erlang.Atom("cancelled")
 
 _DISCONNECT = {"type": "http.disconnect"}
+_POLL = erlang._Waker.poll
 _STATUS = {}
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -248,7 +249,7 @@ class _Request:
 
     def __init__(self, runner, rid, conn, buf):
         self.runner, self.rid, self.conn, self.buf = runner, rid, conn, buf
-        self.reader = buf.async_reader()
+        self.reader = None     # an erlpy_aio.BufferReader, made when a read must wait
         self.task = None
         self.attached = True   # the connection process waits for this request
         self.head = None       # (status line, headers) until the first body chunk
@@ -306,7 +307,13 @@ class _Request:
             return _DISCONNECT
         if not self.body_done:
             try:
-                data = await self.reader.read(READ_SIZE)
+                n = _POLL(self.buf, 1)  # what is there now: no reader, no waiting
+                if n is not None:
+                    data = self.buf.read_nonblock(min(n, READ_SIZE))
+                else:
+                    if self.reader is None:
+                        self.reader = erlpy_aio.BufferReader(self.buf)
+                    data = await self.reader.read(READ_SIZE)
             except (erlang.StreamAborted, erlang.ReadTimeout, ValueError):
                 # The body is cut short (the client left, or it broke a
                 # limit: the connection answers that if it can).
