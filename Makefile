@@ -5,6 +5,7 @@
 #   make bench  benchmarks (bench/), printed as ratios against baselines
 #   make soak   minutes of mixed, verified HTTP load; fails on growth or a wrong answer
 #   make bench-slow  slow clients each server holds (erlpy, gunicorn, uWSGI)
+#   make bench-asgi  ASGI: erlpy against uvicorn and hypercorn (PLOT=docs/asgi_bench.png)
 PYTHON ?= /usr/bin/python3
 export PYTHON
 REBAR ?= rebar3
@@ -74,6 +75,10 @@ bench-buffer: build
 
 bench-wsgi: build
 	@$(PYTHON) bench/bench_wsgi.py $(if $(PLOT),--plot $(PLOT))
+
+.PHONY: bench-asgi
+bench-asgi: build
+	@$(PYTHON) bench/bench_asgi.py $(if $(PLOT),--plot $(PLOT))
 
 # A soak test and a slow-client benchmark, a few minutes each (bench/soak.py,
 # bench/bench_slow.py); SOAK_SECONDS=N, ERLPY_CMD='...' (bench/bench_servers.py).

@@ -182,10 +182,15 @@ class _Runner:
     def on_request(self, rid, conn, app, sid, scope, buf):
         req = _Request(self, rid, conn, buf)
         lifespan = self.lifespans.get(sid)
-        scope = req.scope(scope, lifespan.state if lifespan is not None else None)
+        try:
+            scope = req.scope(scope, lifespan.state if lifespan is not None else None)
+            app = _app(app)
+        except Exception as e:  # the app does not load: the connection answers 500
+            erlang.send(conn, (DONE, rid, _python_error(e)))
+            return
         self.requests[rid] = req
         self.by_conn.setdefault(conn, set()).add(rid)
-        req.task = self.loop.create_task(req.run(_app(app), scope))
+        req.task = self.loop.create_task(req.run(app, scope))
 
     def on_credit(self, rid):
         req = self.requests.get(rid)
@@ -212,7 +217,13 @@ class _Runner:
 
     def on_lifespan(self, phase, sid, app, reply_to, ref):
         if phase == "startup":
-            lifespan = self.lifespans[sid] = _Lifespan(self, _app(app))
+            try:
+                app = _app(app)
+            except Exception as e:
+                erlang.send(reply_to, (ref, self.context, (ERROR, "cannot load the app: %s: %s"
+                                                            % (type(e).__name__, e))))
+                return
+            lifespan = self.lifespans[sid] = _Lifespan(self, app)
             step = lifespan.startup()
         else:
             lifespan = self.lifespans.pop(sid, None)

@@ -277,7 +277,10 @@ interface_option(_Config) ->
     {ok, W} = erlpy_http:start(#{app => <<"asgi_apps:wsgi_app">>, port => 0, interface => wsgi}),
     ?assertEqual("wsgi here", curl(url_port(erlpy_http:port(W), "/"))),
     erlpy_http:stop(W),
-    ?assertError(badarg, erlpy_http:start(#{app => <<"asgi_apps:app">>, port => 0, interface => cgi})).
+    ?assertError(badarg, erlpy_http:start(#{app => <<"asgi_apps:app">>, port => 0, interface => cgi})),
+    %% An app that does not load, forced to ASGI: no start.
+    ?assertMatch({error, {lifespan_startup_failed, <<"cannot load the app: ModuleNotFoundError", _/binary>>}},
+                 erlpy_http:start(#{app => <<"no_such_module:app">>, port => 0, interface => asgi})).
 
 wsgi_and_asgi_in_one_node(Config) ->
     {ok, W} = erlpy_http:start(#{app => <<"http_apps:app">>, port => 0}),
