@@ -48,10 +48,7 @@ async def failing(scope, receive, send):
     [{dir, Dir} | Config].
 
 end_per_testcase(_, Config) ->
-    case file:read_file(filename:join(?config(dir, Config), "os_pid")) of
-        {ok, Pid} -> os:cmd("/bin/kill -KILL -- -" ++ binary_to_list(Pid) ++ " 2>/dev/null");
-        {error, _} -> ok
-    end,
+    erlpy_test:kill_os_group(filename:join(?config(dir, Config), "os_pid")),
     Config.
 
 %% ------------------------------------------------------------------ cases
@@ -220,4 +217,4 @@ wait_exit(Port, Acc) ->
     end.
 
 get(Port, Path) ->
-    os:cmd("curl -s --max-time 60 http://127.0.0.1:" ++ integer_to_list(Port) ++ Path).
+    erlpy_test:curl_get(Port, Path).

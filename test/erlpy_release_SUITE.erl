@@ -18,10 +18,7 @@ suite() -> [{timetrap, {minutes, 10}}].
 end_per_testcase(_, Config) ->
     %% Whatever is left of a release started here goes, by process group
     %% (a port program leads its own session and group).
-    case file:read_file(filename:join(?config(priv_dir, Config), "os_pid")) of
-        {ok, Pid} -> os:cmd("/bin/kill -KILL -- -" ++ binary_to_list(Pid) ++ " 2>/dev/null");
-        {error, _} -> ok
-    end,
+    erlpy_test:kill_os_group(filename:join(?config(priv_dir, Config), "os_pid")),
     Config.
 
 %% ------------------------------------------------------------------ rebar3
@@ -177,4 +174,4 @@ wait_exit() ->
     Status.
 
 get(Port, Path) ->
-    os:cmd("curl -s --max-time 60 http://127.0.0.1:" ++ integer_to_list(Port) ++ Path).
+    erlpy_test:curl_get(Port, Path).

@@ -1,7 +1,8 @@
 %% Helpers shared by the Common Test suites.
 -module(erlpy_test).
 -export([start/1, stop/1, wait_until/1, wait_until/2, python_dir/0, rss/0,
-         need_python_module/2, python_version/0, sanitized/0]).
+         need_python_module/2, python_version/0, sanitized/0,
+         kill_os_group/1, curl_get/2]).
 
 %% Starts erlpy with test/python on sys.path.
 start(Config) ->
@@ -59,3 +60,15 @@ python_version() ->
 %% Whether this VM runs the sanitizer build of the NIF (scripts/test-asan).
 sanitized() ->
     os:getenv("ERLPY_SANITIZER") =/= false.
+
+%% Kills what is left of an OS process group whose leader's pid a test wrote
+%% to File (a port program leads its own session and group).
+kill_os_group(File) ->
+    case file:read_file(File) of
+        {ok, Pid} -> os:cmd("/bin/kill -KILL -- -" ++ binary_to_list(Pid) ++ " 2>/dev/null"), ok;
+        {error, _} -> ok
+    end.
+
+%% The body of GET http://127.0.0.1:Port/Path, by curl ("" when it fails).
+curl_get(Port, Path) ->
+    os:cmd("curl -s --max-time 60 http://127.0.0.1:" ++ integer_to_list(Port) ++ Path).
