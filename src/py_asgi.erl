@@ -145,14 +145,28 @@ shutdown(Sid) ->
     lists:foreach(fun({error, Msg}) -> ?LOG_WARNING("ASGI lifespan shutdown failed: ~ts", [Msg]);
                      (_) -> ok
                   end, lifespan(shutdown, Sid, none)),
-    gen_server:call(?MODULE, {unregister, Sid}, infinity).
+    try
+        gen_server:call(?MODULE, {unregister, Sid}, infinity)
+    catch
+        exit:{noproc, _} -> ok
+    end.
 
 lifespan(Phase, Sid, App) ->
-    {Inboxes, _} = loops_term(),
+    case whereis(?MODULE) of
+        undefined -> []; %% erlpy is stopping, or stopped: no loops left
+        Owner -> lifespan(Phase, Sid, App, Owner)
+    end.
+
+lifespan(Phase, Sid, App, Owner) ->
+    %% A shutdown finds the loops running, or has nothing to do.
+    {Inboxes, _} = case Phase of
+                       startup -> loops_term();
+                       shutdown -> persistent_term:get(?LOOPS, {{}, none})
+                   end,
     Ref = make_ref(),
     Sent = [ok || Inbox <- tuple_to_list(Inboxes),
                   py_nif:inbox_push(Inbox, {lifespan, Phase, Sid, App, self(), Ref}, false) =:= ok],
-    Mon = erlang:monitor(process, whereis(?MODULE)),
+    Mon = erlang:monitor(process, Owner),
     try
         [receive
              {Ref, _Ctx, Result} -> Result;
