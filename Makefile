@@ -12,7 +12,7 @@ REBAR ?= rebar3
 FUZZ_SECONDS ?= 20
 ERL_PATH := -pa _build/default/lib/erlpy/ebin
 
-.PHONY: all setup build run demo test test-c test-ct test-pythons test-asan dialyzer bench bench-call bench-buffer bench-wsgi clean
+.PHONY: all setup build run demo test test-c test-ct test-pythons test-asan dialyzer bench bench-call bench-buffer bench-buffer-callgrind bench-wsgi clean
 
 all: build
 
@@ -72,6 +72,11 @@ bench-buffer: build
 	@mkdir -p bench/ebin
 	@erlc -o bench/ebin bench/bench_lib.erl bench/bench_buffer.erl
 	@erl -noshell $(ERL_PATH) -pa bench/ebin -s bench_buffer main
+
+# Instructions per readline/readview/find against BytesIO and memmem
+# (callgrind; steady on a busy machine): bench/callgrind/run.sh.
+bench-buffer-callgrind:
+	@bench/callgrind/run.sh
 
 bench-wsgi: build
 	@$(PYTHON) bench/bench_wsgi.py $(if $(PLOT),--plot $(PLOT))

@@ -29,8 +29,9 @@
 %% rounds (the order reversed every other round) and the figures that matter
 %% are the ratios, computed per round and summarised by their median.
 %% Diagnostic rows (a writer that allocates nothing; the write NIF timed
-%% apart from the backpressure wait) and per-run page faults and
-%% long_schedule events say where the time goes.
+%% apart from the backpressure wait) and per-run page faults, CPU time of the
+%% VM's threads and long_schedule events say where the time goes.  Instruction
+%% counts, steady where timings are not: `make bench-buffer-callgrind'.
 -module(bench_buffer).
 
 -export([main/0, run/0]).
@@ -44,8 +45,9 @@
 -define(RSS_EVERY_MS, 2).
 -define(LINE_LEN, 100).
 -define(LINES_TOTAL, (64 * ?MiB)).
--define(LINE_ROUNDS, 5).
+-define(LINE_ROUNDS, 9).
 -define(FIND_ROUNDS, 5).
+-define(FIND_TRIES, 3).     %% per system per round, the fastest kept
 -define(NEEDLE, <<"--erlpy-bench-needle">>).    %% 20 bytes, in neither data set
 %% Targets (from the issue).
 -define(T_STREAM_MBS, 3000).
@@ -165,10 +167,12 @@ run_system(Kind, Tpl, Port, Memcpy, Total) ->
 measured(memcpy, _Tpl, _Port, Memcpy, Total) ->
     Ns = Memcpy(Total),
     #{bytes => Total, ns => Ns, py_ns => Ns, extra => 0, rss_peak => undefined,
-      rss_hwm => undefined, writes => [], long => [], buf_mem => undefined, faults => undefined};
+      rss_hwm => undefined, writes => [], long => [], buf_mem => undefined, faults => undefined,
+      cpu => undefined};
 measured(Kind, Tpl, Port, _Memcpy, Total) ->
     Rss0 = rss_start(),
     Faults0 = minor_faults(),
+    Cpu0 = cpu_ns(),
     Sampler = rss_sampler(Rss0),
     %% The system monitor must be another process: events about the
     %% monitoring process itself are not reported.
@@ -185,7 +189,8 @@ measured(Kind, Tpl, Port, _Memcpy, Total) ->
     Monitor ! {get, self()},
     Long = receive {Monitor, Events} -> [Ms || {Who, Ms} <- Events, Who =:= Writer orelse is_port(Who)] end,
     R#{rss_peak => Peak - Rss0, rss_hwm => Hwm - Rss0, long => Long, buf_mem => BufMem,
-       faults => minor_faults() - Faults0}.
+       faults => minor_faults() - Faults0,
+       cpu => case Kind of port -> undefined; _ -> cpu_ns() - Cpu0 end}.
 
 collect_long(Acc) ->
     receive
@@ -201,6 +206,16 @@ minor_faults() ->
     [_, AfterComm] = binary:split(Stat, <<") ">>),
     %% fields from 3 (state) on; minflt is field 10
     binary_to_integer(lists:nth(8, binary:split(AfterComm, <<" ">>, [global]))).
+
+%% CPU time of the VM's threads so far (writer, schedulers, the Python
+%% worker reading), ns: the first field of /proc/self/task/*/schedstat.  A
+%% thread that ended meanwhile is not counted (none does during a run).
+cpu_ns() ->
+    {ok, Tids} = file:list_dir("/proc/self/task"),
+    lists:sum([case file:read_file("/proc/self/task/" ++ T ++ "/schedstat") of
+                   {ok, B} -> binary_to_integer(hd(binary:split(B, <<" ">>)));
+                   {error, _} -> 0
+               end || T <- Tids]).
 
 %% The writer is this process; the reader a py:call made from another one,
 %% which must be blocked in its first read before the clock starts.
@@ -417,9 +432,9 @@ report_stream(Systems, By, Cold) ->
               "~b rounds~n", [?TOTAL div ?MiB, ?STREAM_ROUNDS]),
     io:format("     bounded = keep_consumed => false, max_unread => 8 MiB; default = keep_consumed "
               "=> true, no max_unread~n~n"),
-    io:format("~-44s ~8s ~9s ~9s ~9s ~9s ~9s ~9s ~10s ~5s~n",
+    io:format("~-44s ~8s ~9s ~9s ~9s ~9s ~9s ~9s ~10s ~5s ~8s~n",
               ["", "MB/s", "vs port", "vs memcpy", "RSS peak", "RSS HWM", "buf mem", "faults",
-               "max write", ">1ms"]),
+               "max write", ">1ms", "CPU ms"]),
     Stats = maps:from_list(
               [{Name, stream_row(Label, maps:get(Name, By), Port, Mem)}
                || {Name, Label, _} <- Systems]),
@@ -433,6 +448,9 @@ report_stream(Systems, By, Cold) ->
               "process during the run, median.~n"
               "max write = longest single py_buffer:write/2 (port: port_command/2; NIF timed: the "
               "write NIF alone), all rounds; >1ms = how many writes took longer.~n"
+              "CPU ms = CPU time of all the VM's threads (writer, schedulers, Python reader; "
+              "/proc/self/task/*/schedstat) per run, median: the work, whatever the machine's "
+              "load did to the wall clock.~n"
               "memcpy baseline: ~s.~n",
               [?RSS_EVERY_MS, get(memcpy_name)]),
     io:format("~nwrite call times (ns each, all rounds pooled), by system:~n"),
@@ -506,9 +524,13 @@ stream_row(Label, Runs, PortRuns, MemRuns) ->
                  [] -> "-";
                  Fs -> integer_to_list(median(Fs))
              end,
-    io:format("~-44s ~8b ~8.2fx ~8.2fx ~9s ~9s ~9s ~9s ~10s ~5s~n",
+    Cpu = case [C || #{cpu := C} <- Runs, C =/= undefined] of
+              [] -> "-";
+              Cs -> io_lib:format("~.1f", [median(Cs) / 1.0e6])
+          end,
+    io:format("~-44s ~8b ~8.2fx ~8.2fx ~9s ~9s ~9s ~9s ~10s ~5s ~8s~n",
               [Label, round(Mbs), VsPort, VsMem, mib(Rss), mib(Hwm), mib(BufMem), Faults,
-               us(MaxWrite), case Writes of [] -> "-"; _ -> integer_to_list(Over) end]),
+               us(MaxWrite), case Writes of [] -> "-"; _ -> integer_to_list(Over) end, Cpu]),
     #{mbs => Mbs, vs_port => VsPort, rss => Rss, max_write => MaxWrite, over => Over}.
 
 mbs(#{bytes := B, ns := Ns}) -> B * 1000 / Ns.
@@ -596,7 +618,8 @@ pieces(Rest) -> [binary:copy(Rest)].
 
 find_phase(Tpl) ->
     io:format("~n4. find of a missing ~b-byte needle (~p) in ~b MiB written in 64 KiB binaries, "
-              "~b rounds~n~n", [byte_size(?NEEDLE), ?NEEDLE, ?TOTAL div ?MiB, ?FIND_ROUNDS]),
+              "~b rounds, the fastest of ~b searches per system per round~n~n",
+              [byte_size(?NEEDLE), ?NEEDLE, ?TOTAL div ?MiB, ?FIND_ROUNDS, ?FIND_TRIES]),
     io:format("~-24s ~14s ~14s ~14s ~12s ~12s~n",
               ["data", "PyBuffer.find", "bytes.find", "memmem", "vs bytes", "vs memmem"]),
     Random = fun() -> [binary:copy(Tpl) || _ <- lists:seq(1, ?TOTAL div ?PIECE)] end,
@@ -644,9 +667,13 @@ find_runs(Make) ->
     Get = fun(F) -> [N || {G, N} <- Rs, G =:= F] end,
     {Get(find_pybuffer), Get(find_bytes), Get(find_memmem), Size}.
 
+%% The fastest of ?FIND_TRIES back-to-back searches: one search of 256 MiB
+%% takes 15-60 ms, and single searches on a shared machine vary 2x from one
+%% to the next (PyBuffer.find / memmem of single searches of 64 MiB ranged
+%% 0.42-2.07 over 15 rounds).
 find_timed(F, Args) ->
-    {ok, {-1, Ns}} = py:call(buffer_bench, F, Args),
-    Ns.
+    lists:min([begin {ok, {-1, Ns}} = py:call(buffer_bench, F, Args), Ns end
+               || _ <- lists:seq(1, ?FIND_TRIES)]).
 
 %% ================================================================ helpers
 

@@ -3,7 +3,8 @@
  *
  * Waits and big copies happen with the GIL released (Py_BEGIN_ALLOW_THREADS);
  * small reads that can be served at once keep it.  The stream's lock is taken
- * only inside stream.c, so the GIL is never requested while holding it.
+ * only inside stream.c, so the GIL is never requested while holding it (the
+ * readline sink runs under it, on this thread, GIL held: it only allocates).
  *
  * Public CPython API only.  _PyBytes_Resize, despite its underscore, is the
  * documented way to grow or shrink a new bytes object in place (C API
@@ -415,30 +416,38 @@ static PyObject *read_line(pybuffer_t *self, Py_ssize_t size)
     }
 }
 
-/* Lines up to this long take the fast path (a stack copy). */
-#define LINE_FAST 2048
+/* Lines up to this long take the fast path. */
+#define LINE_FAST 65536
+
+/* The sink of stream_read_line: the line's bytes object, made under the
+ * stream lock with the GIL held (pymalloc; no lock is waited for). */
+static void *line_sink(void *ctx, size_t n)
+{
+    PyObject **out = ctx;
+    *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    return *out ? PyBytes_AS_STRING(*out) : NULL;
+}
 
 /* The common case in one stream-lock round: the whole line, within size and
- * line_limit, is there already.  Returns it, or NULL without an exception
- * when the slow path must decide (no newline yet, too long, closed, busy). */
+ * line_limit, is there already.  Returns it; or NULL with MemoryError; or
+ * NULL without an exception when the slow path must decide (no newline yet,
+ * too long, closed, busy). */
 static PyObject *line_fast(pybuffer_t *self, Py_ssize_t size)
 {
-    char line[LINE_FAST];
-    size_t cap = sizeof line, n = 0, limit = self->buf->line_limit;
+    size_t cap = LINE_FAST, n = 0, limit = self->buf->line_limit;
+    PyObject *line = NULL;
     if (size >= 0 && (size_t)size < cap)
         cap = (size_t)size;
     if (limit && limit < cap) /* content <= line_limit, plus the newline */
         cap = limit + 1;
-    int status = stream_read_through(STREAM(self), '\n', line, cap, &n);
-    if (status != STREAM_OK || n == 0)
-        return NULL;
-    return PyBytes_FromStringAndSize(line, (Py_ssize_t)n);
+    (void)stream_read_line(STREAM(self), '\n', cap, line_sink, &line, &n);
+    return line;
 }
 
 static PyObject *pb_readline(pybuffer_t *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_ssize_t n;
-    if (parse_size(args, nargs, "readline", &n) < 0)
+    Py_ssize_t n = -1;
+    if (nargs && parse_size(args, nargs, "readline", &n) < 0)
         return NULL;
     PyObject *r = line_fast(self, n);
     if (r || PyErr_Occurred() || enter(self) < 0)

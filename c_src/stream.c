@@ -92,7 +92,7 @@ struct stream {
     void *ready_ctx;                 /* guarded by lock */
     size_t ready_want;               /* guarded by lock */
     char reason[64];                 /* guarded by lock */
-#ifndef NDEBUG
+#ifdef STREAM_CHECK_OWNER
     pthread_t owner;                 /* guarded by lock: for assert_locked */
     int owned;
 #endif
@@ -107,7 +107,10 @@ typedef struct {
 
 /* ---- locking ---- */
 
-#ifndef NDEBUG
+/* Lock-owner checks: in the unit tests and the fuzzer (test/c/Makefile),
+ * not in the NIF, where they cost a pthread_self() per lock round, a tenth
+ * of a readline (which takes one round). */
+#if defined(STREAM_CHECK_OWNER) && !defined(NDEBUG)
 #define OWN(s) ((s)->owner = pthread_self(), (s)->owned = 1)
 #define DISOWN(s) ((s)->owned = 0)
 #define assert_locked(s) assert((s)->owned && pthread_equal((s)->owner, pthread_self()))
@@ -120,7 +123,7 @@ typedef struct {
 static void lock(stream_t *s) { pthread_mutex_lock(&s->lock); OWN(s); }
 static void unlock(stream_t *s) { DISOWN(s); pthread_mutex_unlock(&s->lock); }
 
-static void run_deferred(deferred *d)
+static void run_deferred_all(deferred *d)
 {
     while (d->dead) {
         struct chunk *c = d->dead;
@@ -131,6 +134,13 @@ static void run_deferred(deferred *d)
     }
     if (d->fn)
         d->fn(d->ctx);
+}
+
+/* Inline: most calls have nothing to run (readline pays it per line). */
+static inline void run_deferred(deferred *d)
+{
+    if (d->dead || d->fn)
+        run_deferred_all(d);
 }
 
 /* ---- chunks and the list ---- */
@@ -312,10 +322,11 @@ static void fire_drain_locked(stream_t *s, deferred *d)
 }
 
 /* The read position moved. */
-static void moved_locked(stream_t *s, deferred *d)
+static inline void moved_locked(stream_t *s, deferred *d)
 {
-    drop_consumed_locked(s, d);
-    if (unread_locked(s) <= s->low_watermark)
+    if (!s->keep_consumed)
+        drop_consumed_locked(s, d);
+    if (s->drain_wanted && unread_locked(s) <= s->low_watermark)
         fire_drain_locked(s, d);
 }
 
@@ -805,27 +816,64 @@ out:
     return r;
 }
 
+/* ---- pins ---- */
+
+static const char pin_empty[1]; /* what an empty pin points to */
+
+/* A pin is allocated before the lock is taken, so that ENOMEM changes
+ * nothing; it starts empty and *ptr, *len describe nothing. */
+static stream_pin_t *pin_new(const void **ptr, size_t *len)
+{
+    stream_pin_t *p = malloc(sizeof *p);
+    if (p)
+        p->chunk = NULL;
+    *ptr = pin_empty;
+    *len = 0;
+    return p;
+}
+
+/* p holds a reference to c from now on. */
+static void pin_take_locked(stream_t *s, stream_pin_t *p, struct chunk *c)
+{
+    (void)s;
+    assert_locked(s);
+    c->refs++;
+    p->chunk = c;
+}
+
+/* Ends a pinning call: unlocks, then hands p out, or frees it on error. */
+static int pin_done(stream_t *s, deferred *d, stream_pin_t *p, int rc, stream_pin_t **pin)
+{
+    unlock(s);
+    run_deferred(d);
+    if (rc != STREAM_OK) {
+        assert(!p->chunk);
+        free(p);
+        p = NULL;
+    }
+    *pin = p;
+    return rc;
+}
+
 int stream_pin_unread(stream_t *s, const void **ptr, size_t *len, stream_pin_t **pin)
 {
-    static const char empty[1];
     deferred d = {0};
     int rc = STREAM_OK;
-    stream_pin_t *p = malloc(sizeof *p);
+    stream_pin_t *p = pin_new(ptr, len);
 
-    *pin = NULL;
-    if (!p)
+    if (!(*pin = p))
         return STREAM_ENOMEM;
     lock(s);
     struct chunk *c = s->cur, *x = NULL;
     size_t un = unread_locked(s);
-    if (s->aborted || s->reader_closed) {
+    if (dead_locked(s)) {
         rc = s->aborted ? STREAM_EABORTED : STREAM_ECLOSED;
     } else if (un == 0) {
-        *ptr = empty;
+        /* the empty pin */
     } else if (c == s->tail) { /* one chunk: pinned where it is */
-        x = c;
-        x->refs++;
+        pin_take_locked(s, p, c);
         *ptr = c->data + s->cur_off;
+        *len = un;
     } else if (!(x = chunk_new(un))) {
         rc = STREAM_ENOMEM;
     } else {
@@ -836,7 +884,8 @@ int stream_pin_unread(stream_t *s, const void **ptr, size_t *len, stream_pin_t *
         span_copy(&c, &off, x->buf, un);
         x->len = un;
         x->pos = s->rpos;
-        x->refs = 2;
+        x->refs = 2; /* the list's and the pin's */
+        p->chunk = x;
         c = s->cur;
         if (s->cur_off > 0) {
             c->len = s->cur_off;
@@ -852,17 +901,9 @@ int stream_pin_unread(stream_t *s, const void **ptr, size_t *len, stream_pin_t *
         s->cur_off = 0;
         drop_consumed_locked(s, &d);
         *ptr = x->data;
+        *len = un;
     }
-    unlock(s);
-    run_deferred(&d);
-    if (rc != STREAM_OK) {
-        free(p);
-        return rc;
-    }
-    p->chunk = x;
-    *len = un;
-    *pin = p;
-    return rc;
+    return pin_done(s, &d, p, rc, pin);
 }
 
 void stream_unpin(stream_t *s, stream_pin_t *pin)
@@ -1011,7 +1052,13 @@ void stream_abort_reason(stream_t *s, char *buf, size_t cap)
 
 int stream_read_through(stream_t *s, int delim, void *dst, size_t cap, size_t *n)
 {
-    deferred d = {0};
+    return stream_read_line(s, delim, cap, NULL, dst, n);
+}
+
+int stream_read_line(stream_t *s, int delim, size_t cap, stream_sink_fn sink, void *ctx, size_t *n)
+{
+    deferred d = {NULL, NULL, NULL};
+    char *dst;
     int rc = STREAM_OK;
     size_t got = 0;
 
@@ -1026,25 +1073,43 @@ int stream_read_through(stream_t *s, int delim, void *dst, size_t cap, size_t *n
         rc = STREAM_EBUSY;
         goto out;
     }
-    size_t lim = MIN(cap, unread_locked(s)), seen = 0;
     struct chunk *c = s->cur;
-    size_t off = s->cur_off;
-    while (seen < lim) { /* memchr per chunk: the line may straddle them */
-        size_t piece = MIN(c->len - off, lim - seen);
-        const char *p = memchr(c->data + off, (unsigned char)delim, piece);
-        if (p) {
-            got = seen + (size_t)(p - (c->data + off)) + 1;
-            break;
+    if (!c || cap == 0) /* nothing unread */
+        goto out;
+    /* The common case, kept short (readline pays it per line): the line is
+     * inside the chunk holding the read position, whose bytes are all
+     * written, so unread >= c->len - off. */
+    size_t off = s->cur_off, piece = MIN(c->len - off, cap);
+    const char *base = c->data + off;
+    const char *p = memchr(base, (unsigned char)delim, piece);
+    if (p) {
+        got = (size_t)(p - base) + 1;
+        if (!(dst = sink ? sink(ctx, got) : ctx)) {
+            got = 0;
+            goto out;
         }
-        seen += piece;
-        c = c->next;
-        off = 0;
-    }
-    if (got > 0) {
+        memcpy(dst, base, got);
+        if ((s->cur_off += got) == c->len) {
+            s->cur = c->next;
+            s->cur_off = 0;
+        }
+    } else {
+        /* memchr per chunk: the line may straddle them */
+        size_t lim = MIN(cap, unread_locked(s)), seen = piece;
+        for (c = c->next; seen < lim && !got; c = c->next) {
+            size_t more = MIN(c->len, lim - seen);
+            if ((p = memchr(c->data, (unsigned char)delim, more)))
+                got = seen + (size_t)(p - c->data) + 1;
+            seen += more;
+        }
+        if (!got || !(dst = sink ? sink(ctx, got) : ctx)) {
+            got = 0;
+            goto out;
+        }
         span_copy(&s->cur, &s->cur_off, dst, got);
-        s->rpos += got;
-        moved_locked(s, &d);
     }
+    s->rpos += got;
+    moved_locked(s, &d);
 out:
     unlock(s);
     run_deferred(&d);
@@ -1055,40 +1120,30 @@ out:
 int stream_read_pinned(stream_t *s, size_t max, const void **ptr, size_t *len,
                        stream_pin_t **pin)
 {
-    static const char empty[1];
     deferred d = {0};
     int rc = STREAM_OK;
-    stream_pin_t *p = malloc(sizeof *p);
+    stream_pin_t *p = pin_new(ptr, len);
 
-    *pin = NULL;
-    *len = 0;
-    if (!p)
+    if (!(*pin = p))
         return STREAM_ENOMEM;
-    p->chunk = NULL;
-    *ptr = empty;
     lock(s);
-    size_t un = unread_locked(s);
     if (dead_locked(s)) {
         rc = s->aborted ? STREAM_EABORTED : STREAM_ECLOSED;
-    } else if (un > 0 && max > 0) {
-        /* The rest of the current chunk, as it lies: its bytes never change
-         * and the pin's reference keeps the chunk after it is dropped. */
+    } else if (s->cur && max > 0) {
+        /* The rest of the current chunk, as it lies (all of it is unread):
+         * its bytes never change and the pin's reference keeps the chunk
+         * after it is dropped. */
         struct chunk *c = s->cur;
-        size_t n = MIN(MIN(c->len - s->cur_off, un), max);
-        c->refs++;
-        p->chunk = c;
+        size_t n = MIN(c->len - s->cur_off, max);
+        pin_take_locked(s, p, c);
         *ptr = c->data + s->cur_off;
         *len = n;
-        span_copy(&s->cur, &s->cur_off, NULL, n);
+        if ((s->cur_off += n) == c->len) {
+            s->cur = c->next;
+            s->cur_off = 0;
+        }
         s->rpos += n;
         moved_locked(s, &d);
     }
-    unlock(s);
-    run_deferred(&d);
-    if (rc != STREAM_OK) {
-        free(p);
-        return rc;
-    }
-    *pin = p;
-    return rc;
+    return pin_done(s, &d, p, rc, pin);
 }

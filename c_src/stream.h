@@ -7,7 +7,8 @@
  *
  * Lock order: stream lock is a leaf, but for the one lock a ready callback
  * takes (stream_notify_ready).  Never call into Python or Erlang while holding
- * it; the other callbacks (release, drain notify) are invoked with it released.
+ * it (but for stream_read_line's sink, which only allocates); the other
+ * callbacks (release, drain notify) are invoked with it released.
  *
  * Positions are absolute byte offsets counted from the first byte written.
  */
@@ -155,6 +156,15 @@ void *stream_cancel_ready(stream_t *s);
  * closed) or EBUSY (another thread is inside a read); *n is then 0.  One
  * step under the stream lock: the caller need not be inside. */
 int stream_read_through(stream_t *s, int delim, void *dst, size_t cap, size_t *n);
+
+/* stream_read_through, but the line is copied to the memory sink(ctx, n)
+ * returns, asked for once the line's length n is known: the caller makes
+ * its object of the right size and the bytes are copied once.  sink runs
+ * WITH the stream lock held: it must not block, call into the stream, or
+ * wait for any lock but a leaf one (e.g. an allocator's).  NULL from sink:
+ * nothing is consumed and *n is 0. */
+typedef void *(*stream_sink_fn)(void *ctx, size_t n);
+int stream_read_line(stream_t *s, int delim, size_t cap, stream_sink_fn sink, void *ctx, size_t *n);
 
 /* Takes up to max unread bytes as they lie in the chunk holding the read
  * position (no copy, no merge: at most the rest of that chunk) and advances

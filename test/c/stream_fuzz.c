@@ -192,6 +192,21 @@ static int64_t ref_find(const model *m, const uint8_t *nd, size_t nlen,
     return -1;
 }
 
+/* stream_read_line's sink: room for any line (cap <= its size), or a refusal. */
+typedef struct {
+    uint8_t *room;
+    int calls, fail;
+    size_t asked;
+} line_sink_t;
+
+static void *fuzz_sink(void *ctx, size_t n)
+{
+    line_sink_t *k = ctx;
+    k->calls++;
+    k->asked = n;
+    return k->fail ? NULL : k->room;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     input in = {data, size};
@@ -255,10 +270,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check_state(s, &m);
             continue;
         }
-        switch (op % 13) {
+        switch (op % 15) {
         case 0: /* copying write */
         case 1: {
-            size_t n = op % 13 == 0 ? u8(&in) % 40 : u16(&in) % sizeof buf;
+            size_t n = op % 15 == 0 ? u8(&in) % 40 : u16(&in) % sizeof buf;
             gen(buf, n, u8(&in));
             int want = m_write_rc(&m, n);
             REQUIRE(stream_write(s, buf, n) == want);
@@ -402,6 +417,49 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             REQUIRE(stream_want_drain(s) == want);
             if (want)
                 m.drain_pending = 1;
+            break;
+        }
+        case 13: { /* readline's fast path: the line, if whole within cap */
+            int delim = "ab\r\n"[u8(&in) % 4];
+            size_t cap = u16(&in) % (sizeof buf + 1), n = 99;
+            line_sink_t k = {buf, 0, u8(&in) % 8 == 0, 0};
+            int rc = stream_read_line(s, delim, cap, fuzz_sink, &k, &n);
+            size_t un = m_unread(&m), lim = cap < un ? cap : un, want = 0;
+            const uint8_t *hit = lim ? memchr(m.data + m.rpos, delim, lim) : NULL;
+            if (hit)
+                want = (size_t)(hit - (m.data + m.rpos)) + 1;
+            REQUIRE(rc == (m.aborted ? STREAM_EABORTED : m.rclosed ? STREAM_ECLOSED : STREAM_OK));
+            REQUIRE(k.calls == (want > 0));
+            REQUIRE(!k.calls || k.asked == want);
+            if (k.fail)
+                want = 0; /* a refusing sink: nothing consumed */
+            REQUIRE(n == want);
+            REQUIRE(want == 0 || memcmp(buf, m.data + m.rpos, want) == 0);
+            if (want) {
+                m.rpos += want;
+                m_moved(&m);
+            }
+            break;
+        }
+        case 14: { /* readview: a chunk's bytes as they lie, pinned, consumed */
+            if (m.npins == MAX_PINS)
+                break;
+            pin_rec *p = &m.pins[m.npins];
+            size_t max = u8(&in) % 64 == 0 ? SIZE_MAX : u16(&in) % 1200;
+            int want = m.aborted ? STREAM_EABORTED : m.rclosed ? STREAM_ECLOSED : STREAM_OK;
+            REQUIRE(stream_read_pinned(s, max, &p->ptr, &p->len, &p->pin) == want);
+            if (want != STREAM_OK) {
+                REQUIRE(p->pin == NULL);
+                break;
+            }
+            REQUIRE(p->len <= m_unread(&m) && p->len <= max);
+            REQUIRE(p->len > 0 || m_unread(&m) == 0 || max == 0);
+            p->start = m.rpos;
+            m.npins++;
+            if (p->len) {
+                m.rpos += p->len;
+                m_moved(&m);
+            }
             break;
         }
         }

@@ -1289,6 +1289,38 @@ class PyBufferOnly(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 1.0)
         self.assertEqual(buf.read_nonblock(), b'z' * 11)
 
+    def test_readline_fast_and_slow_paths(self):
+        """Lines around the fast path's bounds (a line found in one stream-lock
+        round, copied once into its bytes: up to 64 KiB) and past them, within
+        one chunk and across chunks, with and without kept data, after a seek,
+        and with a size: the same lines as BytesIO."""
+        lengths = [1, 2, 99, 2047, 2048, 2049, 65535, 65536, 65537, 100000, 3]
+        data = b''.join(bytes([97 + i % 26]) * (n - 1) + b'\n' for i, n in enumerate(lengths))
+        data += b'tail without newline'
+        want = io.BytesIO(data).readlines()
+        for keep in (True, False):
+            for label, chunks in [('one chunk', [data]), ('mixed', mixed_chunks(data)),
+                                  ('4 KiB', [data[i:i + 4096] for i in range(0, len(data), 4096)])]:
+                with self.subTest(keep=keep, split=label):
+                    buf = self.new(*chunks, close=True, keep_consumed=keep)
+                    self.assertEqual([buf.readline() for _ in want], want)
+                    self.assertEqual(buf.readline(), b'')
+                    buf = self.new(*chunks, close=True, keep_consumed=keep)
+                    self.assertEqual(list(buf), want)
+                    buf = self.new(*chunks, close=True, keep_consumed=keep)
+                    self.assertEqual(buf.readline(70000), want[0])
+                    self.assertEqual(buf.readline(1), want[1][:1])
+                    self.assertEqual(buf.readline(2000), want[1][1:])
+                    got = [buf.readline(65536) for _ in range(8)]
+                    self.assertEqual(got[:6], want[2:8])
+                    self.assertEqual(got[6:], [want[8][:65536], want[8][65536:]])
+                    if keep:
+                        buf.seek(1)
+                        self.assertEqual(buf.readline(), want[1])
+                        buf.seek(sum(map(len, want[:5])) + 7)
+                        self.assertEqual(buf.readline(), want[5][7:])
+                        self.assertEqual(buf.readline(), want[6])
+
     def test_keep_consumed_false(self):
         buf = self.new(b'abcdef', close=True, keep_consumed=False)
         self.assertIs(buf.seekable(), False)
