@@ -6,6 +6,7 @@
 #   make soak   minutes of mixed, verified HTTP load; fails on growth or a wrong answer
 #   make bench-slow  slow clients each server holds (erlpy, gunicorn, uWSGI)
 #   make bench-asgi  ASGI: erlpy against uvicorn and hypercorn (PLOT=docs/asgi_bench.png)
+#   make bench-nodes worker nodes vs one GIL vs Python processes; --workers vs gunicorn, uWSGI
 PYTHON ?= /usr/bin/python3
 export PYTHON
 REBAR ?= rebar3
@@ -87,7 +88,15 @@ bench-asgi: build
 
 # A soak test and a slow-client benchmark, a few minutes each (bench/soak.py,
 # bench/bench_slow.py); SOAK_SECONDS=N, ERLPY_CMD='...' (bench/bench_servers.py).
-.PHONY: soak bench-slow
+.PHONY: soak bench-slow bench-nodes
+
+# Worker nodes (docs/nodes.md): calls, streams and memory (bench_nodes.erl,
+# a distributed node), then serving with --workers (bench_nodes_wsgi.py).
+bench-nodes: build
+	@mkdir -p bench/ebin
+	@erlc -o bench/ebin bench/bench_lib.erl bench/bench_nodes.erl
+	@erl -noshell -sname bench_nodes_$$$$ $(ERL_PATH) -pa bench/ebin -s bench_nodes main
+	@$(PYTHON) bench/bench_nodes_wsgi.py
 soak: build
 	@$(PYTHON) bench/soak.py
 

@@ -42,7 +42,8 @@ bench/plot_wsgi.py). For experiments with erlpy: --contexts N,
 --erl-flags '...' (e.g. '+sbwt none', or '-pa DIR' to try modified modules:
 the last -pa wins), and --profile threads|msacc|eprof|perf, which writes one
 file per measurement to --profile-dir (default /tmp/erlpy_wsgi_profile):
-beam.smp CPU by thread, plus msacc:print/0, eprof's totals or a perf report
+beam.smp CPU and sleeps per request by thread, plus msacc:print/0, eprof's
+totals or a perf report
 (`perf record -e cpu-clock -g` of beam.smp, JIT symbols through +JPperf map).
 """
 import argparse
@@ -214,6 +215,15 @@ def thread_cpu(pid):
         name = raw[raw.index("(") + 1:raw.rindex(")")]
         fields = raw.rsplit(")", 1)[1].split()
         out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / TICK)
+    return out
+
+
+def thread_sleeps(pid):
+    """{tid: voluntary context switches} for the threads of one process."""
+    out = {}
+    for tid, text in task_files(pid, "status"):
+        n = re.search(r"^voluntary_ctxt_switches:\s*(\d+)", text, re.M)
+        out[int(tid)] = int(n.group(1)) if n else 0
     return out
 
 
@@ -481,6 +491,7 @@ def measure(server, args, rnd, results, notes):
                                      "-o", os.path.join(args.profile_dir, label + ".perf.data")],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         threads0 = thread_cpu(server.beam) if prof and server.beam else {}
+        sleeps0 = thread_sleeps(server.beam) if prof and server.beam else {}
         value = fn()
         if prof:
             text = ""
@@ -493,7 +504,9 @@ def measure(server, args, rnd, results, notes):
                 text += subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
                                         "--sort", "dso,sym", "-g", "none", "--percent-limit", "0.5"],
                                        capture_output=True, text=True).stdout
-            text += threads_report(threads0, thread_cpu(server.beam) if server.beam else {})
+            text += threads_report(threads0, thread_cpu(server.beam) if server.beam else {},
+                                   sleeps0, thread_sleeps(server.beam) if server.beam else {},
+                                   value.get("requests", 0) if isinstance(value, dict) else 0)
             path = os.path.join(args.profile_dir, "%s.r%d.%s.txt" % (label, rnd, prof))
             with open(path, "w") as f:
                 f.write(text)
@@ -581,17 +594,18 @@ def wrk_errors(w):
     return " (" + ", ".join(parts) + ")" if parts else ""
 
 
-def threads_report(before, after):
-    rows = {}
+def threads_report(before, after, sleeps0, sleeps1, requests):
+    rows, sleeps = {}, {}
     for tid, (name, cpu) in after.items():
         used = cpu - before.get(tid, (name, 0.0))[1]
         rows.setdefault(name, []).append((tid, used))
-    lines = ["", "beam.smp CPU seconds by thread name (erlpy-wN: Python workers):"]
+        sleeps[name] = sleeps.get(name, 0) + sleeps1.get(tid, 0) - sleeps0.get(tid, 0)
+    lines = ["", "beam.smp CPU seconds and sleeps per request by thread name (erlpy-wN: Python workers):"]
     for name, items in sorted(rows.items(), key=lambda kv: -sum(u for _, u in kv[1])):
         total = sum(u for _, u in items)
-        if total >= 0.01:
-            lines.append("  %-18s %3d thread(s) %7.2f s   %s" % (
-                name, len(items), total,
+        if total >= 0.01 or sleeps[name] > requests // 100:
+            lines.append("  %-18s %3d thread(s) %7.2f s %6.2f sleeps/req  %s" % (
+                name, len(items), total, sleeps[name] / max(requests, 1),
                 " ".join("%d:%.2f" % (t, u) for t, u in sorted(items) if u >= 0.01)))
     return "\n".join(lines) + "\n"
 

@@ -17,7 +17,8 @@
 #include "workers.h"
 
 #define MAX_WORKERS 1024
-#define SPIN_NS 50000 /* a worker out of work watches the queues this long before sleeping */
+#define SPIN_NS 50000    /* a worker out of work watches the queues at most this long before sleeping */
+#define SPIN_MIN_NS 4000 /* and at least this long, so a quick caller is noticed again */
 #define WORKER_STACK (16 << 20) /* deep conversions and Python recursion */
 
 typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_CANCELLED } job_state_t;
@@ -47,10 +48,14 @@ struct job {
 
 struct worker {
     int index;             /* context number, 1-based; set once */
-    pthread_cond_t wake;   /* signalled under P.lock */
+    pthread_cond_t wake;   /* signalled after P.lock is let go (the woken thread
+                            * would only block on it); never destroyed while the
+                            * pool lives, so a late signal is harmless */
     job_t *head, *tail;    /* this context's queue, guarded by P.lock */
     _Atomic int queued;    /* jobs in it: changed under P.lock, read by the spinner */
     int idle;              /* waiting for work, guarded by P.lock */
+    int claimed;           /* woken for the shared queue and counted in
+                            * P.looking until it looks; guarded by P.lock */
     unsigned long ident;   /* Python thread ident; set before the first job */
     job_t *current;        /* job being run, guarded by the GIL */
     PyObject *globals;     /* context namespace, guarded by the GIL */
@@ -65,6 +70,12 @@ static struct {
     job_t *head, *tail;              /* jobs for any worker */
     _Atomic int queued;              /* jobs in it: changed under P.lock, read by the spinner */
     _Atomic int spinners;            /* workers spinning for work: 0 or 1 */
+    _Atomic int64_t spin_ns;         /* how long the next spin may last; written by
+                                      * the spinner only (it holds `spinners`) */
+    int looking;                     /* workers of the shared queue on their way to
+                                      * look at it under the lock (between two jobs,
+                                      * or claimed by a wake-up): a job pushed
+                                      * meanwhile needs no wake-up, they see it */
     _Atomic int running;             /* jobs being run: changed under P.lock, read by the spinner */
     int cpus;                        /* online CPUs; no spinning on one */
     worker_t *workers[MAX_WORKERS];  /* workers[i] is context i + 1 */
@@ -364,65 +375,109 @@ static int spin_for_work(worker_t *w)
     if (P.cpus < 2 || w->index > P.contexts || atomic_load(&P.running) > 0 ||
         !atomic_compare_exchange_strong(&P.spinners, &zero, 1))
         return 0;
-    int64_t deadline = erlpy_now_ns() + SPIN_NS;
-    while (!atomic_load(&w->queued) && !atomic_load(&P.queued) && erlpy_now_ns() < deadline)
+    int64_t budget = atomic_load(&P.spin_ns), start = erlpy_now_ns(), now = start;
+    int found;
+    while (!(found = atomic_load(&w->queued) || atomic_load(&P.queued)) && now - start < budget) {
         cpu_relax();
+        now = erlpy_now_ns();
+    }
+    /* Adaptive, as glibc's adaptive mutexes: a spin that found work makes
+     * room for four times the wait it saw; one that found none halves the
+     * budget.  A request/reply caller (a few microseconds between calls)
+     * keeps it; HTTP requests arriving every ~100 us stop paying 50 us of
+     * spinning for each (measured: a third of a worker's CPU per request). */
+    int64_t next = found ? 4 * (now - start) + SPIN_MIN_NS : budget / 2;
+    if (found && next < budget)
+        next = budget;
+    atomic_store(&P.spin_ns, next > SPIN_NS ? SPIN_NS : next < SPIN_MIN_NS ? SPIN_MIN_NS : next);
     return 1;
 }
 
-/* Wakes one idle worker for the shared queue, unless one spins (it will take
- * the job).  The woken one is claimed: the next job wakes another. */
-static void wake_idle_locked(void)
+/* Picks one idle worker to wake for the shared queue, unless one spins or
+ * is on its way to the queue already (it will take the job, and wake the
+ * next worker if more are queued): a burst wakes workers one after the
+ * other, not all at once, and a queue the running workers keep up with
+ * wakes nobody.  Each thread wake-up costs more than a small job (see
+ * docs/performance.md).  The caller signals the returned worker once it has
+ * let go of P.lock. */
+static worker_t *wake_idle_locked(void)
 {
-    for (int i = 0; i < P.contexts && !atomic_load(&P.spinners); i++) {
+    if (atomic_load(&P.spinners) || P.looking > 0)
+        return NULL;
+    for (int i = 0; i < P.contexts; i++) {
         worker_t *w = P.workers[i];
         if (w->idle) {
             w->idle = 0;
-            pthread_cond_signal(&w->wake);
-            break;
+            w->claimed = 1;
+            P.looking++;
+            return w;
         }
     }
+    return NULL;
+}
+
+static void signal_worker(worker_t *w)
+{
+    if (w)
+        pthread_cond_signal(&w->wake);
 }
 
 /* Waits for the next job of this worker: its own queue first, then the shared
  * one (only while it is one of the contexts in use). */
-static job_t *next_job(worker_t *w, unsigned *generation)
+static job_t *next_job(worker_t *w, unsigned *generation, int *looking)
 {
     int spun = spin_for_work(w);
     pthread_mutex_lock(&P.lock);
     if (spun) /* under the lock: submit() decides whether to signal under it too */
         atomic_store(&P.spinners, 0);
     job_t *job;
+    worker_t *wake = NULL;
     for (;;) {
-        job = pop(&w->head, &w->tail);
-        if (job) {
-            atomic_fetch_sub(&w->queued, 1);
-            /* Woken (or spinning) for a shared job, this worker takes its own
-             * first: pass the shared one on, or it waits for ever. */
-            if (P.head)
-                wake_idle_locked();
+        if (*looking) { /* here now: no longer on the way */
+            P.looking--;
+            *looking = 0;
         }
-        if (!job && w->index <= P.contexts && (job = pop(&P.head, &P.tail)))
+        job = pop(&w->head, &w->tail);
+        if (job)
+            atomic_fetch_sub(&w->queued, 1);
+        else if (w->index <= P.contexts && (job = pop(&P.head, &P.tail)))
             atomic_fetch_sub(&P.queued, 1);
+        /* More shared jobs (or one this worker passes over for its own, or
+         * cannot serve): wake the next worker, or they wait for ever. */
+        if (P.head)
+            wake = wake_idle_locked();
         if (job)
             break;
+        if (wake) { /* rare (a worker past P.contexts): not worth a later signal */
+            pthread_cond_signal(&wake->wake);
+            wake = NULL;
+        }
         w->idle = 1;
         pthread_cond_wait(&w->wake, &P.lock);
         w->idle = 0;
+        *looking = w->claimed; /* the waker counted this worker in P.looking */
+        w->claimed = 0;
     }
     job->worker = w;
     atomic_fetch_add(&P.running, 1);
     atomic_store(&job->state, JOB_RUNNING);
     *generation = P.generation;
     pthread_mutex_unlock(&P.lock);
+    signal_worker(wake);
     return job;
 }
 
-static void finish(job_t *job, ERL_NIF_TERM reply)
+static void finish(job_t *job, ERL_NIF_TERM reply, worker_t *w, int *looking)
 {
     enif_demonitor_process(NULL, job, &job->monitor); /* fails harmlessly if it fired */
     pthread_mutex_lock(&P.lock);
     atomic_fetch_sub(&P.running, 1);
+    /* Counted as looking from before the reply goes out: a caller that
+     * submits its next job at once finds this worker on its way. */
+    if (w->index <= P.contexts) {
+        P.looking++;
+        *looking = 1;
+    }
     int cancelled = atomic_load(&job->state) == JOB_CANCELLED;
     if (!cancelled)
         atomic_store(&job->state, JOB_DONE);
@@ -443,9 +498,10 @@ static void *worker_main(void *arg)
     (void)gil;
     w->ident = PyThread_get_thread_ident();
     PyThreadState *ts = PyEval_SaveThread();
+    int looking = 0;
     for (;;) {
         unsigned generation;
-        job_t *job = next_job(w, &generation);
+        job_t *job = next_job(w, &generation, &looking);
         tls_job = job;
         PyEval_RestoreThread(ts);
         w->current = job; /* from here the janitor may raise CallTimeout in us */
@@ -458,7 +514,7 @@ static void *worker_main(void *arg)
         PyErr_Clear();
         ts = PyEval_SaveThread();
         tls_job = NULL;
-        finish(job, reply);
+        finish(job, reply, w, &looking);
     }
     return NULL;
 }
@@ -510,6 +566,8 @@ ERL_NIF_TERM workers_start_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     ERL_NIF_TERM result = ATOMS.ok;
     pthread_mutex_lock(&P.lock);
     P.cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (!atomic_load(&P.spin_ns))
+        atomic_store(&P.spin_ns, SPIN_NS);
     while (P.count < n) {
         worker_t *w = worker_new(P.count + 1);
         if (!w) {
@@ -628,6 +686,7 @@ ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     }
 
     ERL_NIF_TERM result;
+    worker_t *wake = NULL;
     pthread_mutex_lock(&P.lock);
     if (!P.accepting) {
         result = erlpy_make_error(env, ATOMS.not_started);
@@ -639,15 +698,16 @@ ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
             worker_t *w = P.workers[context - 1];
             push(&w->head, &w->tail, job);
             atomic_fetch_add(&w->queued, 1);
-            pthread_cond_signal(&w->wake);
+            wake = w->idle ? w : NULL;
         } else {
             push(&P.head, &P.tail, job);
             atomic_fetch_add(&P.queued, 1);
-            wake_idle_locked();
+            wake = wake_idle_locked();
         }
         result = enif_make_tuple2(env, ATOMS.ok, enif_make_resource(env, job));
     }
     pthread_mutex_unlock(&P.lock);
+    signal_worker(wake);
     enif_release_resource(job);
     return result;
 }

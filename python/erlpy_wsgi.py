@@ -34,6 +34,7 @@ it holds its worker while a slow client reads.
 import collections
 import contextvars
 import importlib
+import io
 import itertools
 import re
 
@@ -355,6 +356,9 @@ def run(app, environ, conn, rid, acks, reaper=None):
         app = load_app(app)
     environ = {k.decode() if isinstance(k, bytes) else k: v.decode("latin-1") if isinstance(v, bytes) else v
                for k, v in environ.items()}
+    if environ.get("wsgi.input") is None:
+        # No body (Erlang made no buffer for it): an empty file.
+        environ["wsgi.input"] = io.BytesIO()
     errors = ErrorStream(conn, rid)
     environ.update({
         "wsgi.version": (1, 0),

@@ -18,7 +18,8 @@
 -define(VALUED, ["-b", "--bind", "--contexts", "--threads", "--max-body", "--max-connections",
                   "--worker-connections", "--limit-request-fields", "-t", "--timeout", "--header-timeout",
                   "--keep-alive", "--graceful-timeout", "--python-path", "--pythonpath", "--chdir",
-                  "--access-log", "--access-logfile", "--log-level", "--interface"]).
+                  "--access-log", "--access-logfile", "--log-level", "-w", "--workers", "--max-requests",
+                  "--interface"]).
 
 
 -define(HELP, "usage: erlpy serve [OPTIONS] MODULE:CALLABLE
@@ -30,7 +31,11 @@ gunicorn (MODULE alone means MODULE:application).
   -b, --bind HOST:PORT       listen there; repeatable (default 127.0.0.1:8000)
       --contexts N, --threads N
                              Python worker threads: requests served at once
-                             (default 8)
+                             (default 8; per worker node with --workers)
+  -w, --workers N            serve from N worker nodes, each an OS process
+                             with its own Python (default 0: this node)
+      --max-requests N       with --workers: restart a worker node after
+                             about N requests (default: never)
       --max-body BYTES       largest request body: 413 (default: no limit)
       --max-connections N, --worker-connections N
                              open connections per --bind: more get 503
@@ -129,6 +134,9 @@ option([Opt, V | Rest], O) when Opt =:= "-b"; Opt =:= "--bind" ->
     options(Rest, O#{binds := [V | maps:get(binds, O)]});
 option([Opt, V | Rest], O) when Opt =:= "--contexts"; Opt =:= "--threads" ->
     options(Rest, O#{contexts := int(Opt, V, 1)});
+option([Opt, V | Rest], O) when Opt =:= "-w"; Opt =:= "--workers" ->
+    options(Rest, http(worker_nodes, int(Opt, V, 0), O));
+option(["--max-requests", V | Rest], O) -> options(Rest, http(max_requests, int("--max-requests", V, 1), O));
 option(["--max-body", V | Rest], O) -> options(Rest, http(max_body, int("--max-body", V, 0), O));
 option([Opt, V | Rest], O) when Opt =:= "--max-connections"; Opt =:= "--worker-connections" ->
     options(Rest, http(max_connections, int(Opt, V, 1), O));
@@ -203,6 +211,7 @@ serve(#{app := App0, binds := Binds, http := Http, contexts := Contexts} = Opts)
         Dir -> file:set_cwd(Dir) =:= ok orelse fail(?USAGE_ERROR, "cannot change to directory ~ts", [Dir])
     end,
     {ok, Cwd} = file:get_cwd(),
+    maps:get(worker_nodes, Http, 0) > 0 andalso distribute(),
     ok = application:load(erlpy),
     ok = application:set_env(erlpy, contexts, Contexts),
     ok = application:set_env(erlpy, python_path,
@@ -229,7 +238,25 @@ listen(App, Http, {Host, Ip, Port}) ->
         {error, {lifespan_startup_failed, Msg}} ->
             fail(?APP_ERROR, "app startup failed: ~ts", [Msg]);
         {error, Reason} ->
-            fail(?LISTEN_ERROR, "cannot listen on ~ts:~b: ~ts", [Host, Port, inet:format_error(Reason)])
+            Why = if is_atom(Reason) -> inet:format_error(Reason);
+                     true -> io_lib:format("~p", [Reason])
+                  end,
+            fail(?LISTEN_ERROR, "cannot listen on ~ts:~b: ~ts", [Host, Port, Why])
+    end.
+
+%% Worker nodes need a distributed node: a short name of our own (epmd
+%% started if it is not running), unless `erl' was given one.
+distribute() ->
+    case node() of
+        nonode@nohost ->
+            _ = os:cmd("epmd -daemon"),
+            Name = list_to_atom("erlpy_" ++ os:getpid()),
+            case net_kernel:start([Name, shortnames]) of
+                {ok, _} -> true;
+                {error, Reason} -> fail(?LISTEN_ERROR, "--workers: cannot start distribution: ~p", [Reason])
+            end;
+        _ ->
+            true
     end.
 
 %% HOST:PORT, [IPV6]:PORT or HOST (port 8000, as gunicorn) ->

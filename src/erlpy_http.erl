@@ -32,6 +32,8 @@
                      access_log => boolean(),
                      python_logging => boolean(),
                      graceful_timeout => timeout(),
+                     worker_nodes => non_neg_integer(),
+                     max_requests => pos_integer(),
                      name => atom()}.
 -type server() :: pid() | atom().
 -export_type([options/0, server/0]).

@@ -24,17 +24,17 @@
 -export_type([framing/0, pump/0]).
 
 %% @doc Starts reading a body.  `Received' are the bytes that came with the
-%% request head.  Returns the body's buffer, the pump filling it (`none'
-%% without a body) and the bytes the connection keeps (all of `Received'
-%% without a body: they belong to the next request).  With `Expect' (the
+%% request head.  Returns the body's buffer and the pump filling it (both
+%% `none' without a body: the app gets an empty input, and nothing is made
+%% for it) and the bytes the connection keeps (all of `Received' without a
+%% body: they belong to the next request).  With `Expect' (the
 %% client waits for `100 Continue'), waiting for the client counts against
 %% `body_timeout' and `min_body_rate' only after `continued/1' or the first
 %% body byte.
--spec start(gen_tcp:socket(), framing(), binary(), map()) -> {py_buffer:buffer(), pump(), binary()}.
+-spec start(gen_tcp:socket(), framing(), binary(), map()) ->
+          {py_buffer:buffer() | none, pump(), binary()}.
 start(_Sock, none, Received, _Conf) ->
-    {ok, Buf} = py_buffer:new(0),
-    ok = py_buffer:close(Buf),
-    {Buf, none, Received};
+    {none, none, Received};
 start(Sock, Framing, Received, #{max_unread := MaxUnread, expect := Expect} = Conf) ->
     %% Body bytes sent with the head: the client did not wait for the 100.
     Expecting = Expect andalso Received =:= <<>>,
@@ -107,7 +107,7 @@ error(Pump) ->
 %% end (reading and discarding at most `max_drain' unread bytes, within
 %% `body_timeout'), with the bytes received past it; `error' when the
 %% connection cannot carry another request.
--spec drained(pump(), py_buffer:buffer(), map()) -> {ok, binary()} | error.
+-spec drained(pump(), py_buffer:buffer() | none, map()) -> {ok, binary()} | error.
 drained(none, _Buf, _Conf) ->
     {ok, <<>>};
 drained(Pump, Buf, #{body_timeout := Timeout, max_drain := MaxDrain}) ->

@@ -17,6 +17,8 @@
 %% plain `{error, eaddrinuse}'), then starts the supervisor and hands it the
 %% socket.
 -spec start_link(map()) -> {ok, pid()} | {error, term()}.
+start_link(#{worker_nodes := N} = Config) when N > 0 ->
+    erlpy_nodes_http:start_link(Config);
 start_link(Config0) ->
     %% The app's interface, and for ASGI its lifespan startup, before the
     %% server accepts.
@@ -36,7 +38,8 @@ listen(#{port := Port, ip := Ip, body_timeout := SendTimeout} = Config) ->
     %% of a large body, not its default of one segment.
     SockOpts = [binary, {ip, Ip}, {active, false}, {reuseaddr, true}, {backlog, 1024},
                 {nodelay, true}, {packet, raw}, {buffer, 65536},
-                {send_timeout, SendTimeout}, {send_timeout_close, true}],
+                {send_timeout, SendTimeout}, {send_timeout_close, true}
+               | erlpy_nodes_http:reuseport(Config)],
     case gen_tcp:listen(Port, SockOpts) of
         {ok, Listen} ->
             {ok, RealPort} = inet:port(Listen),

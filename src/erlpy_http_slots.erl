@@ -14,7 +14,7 @@
 %% given back; a waiter that died is skipped when its turn comes.
 -module(erlpy_http_slots).
 
--export([new/2, acquire/2, release/1]).
+-export([new/2, acquire/2, release/1, requests/0]).
 
 -define(TAKEN, 1).
 -define(WAITING, 2). %% kept here: ets:info(Tab, size) costs tens of microseconds
@@ -41,9 +41,31 @@ new(Max, MaxWaiting) when (is_integer(Max) andalso Max > 0 orelse Max =:= infini
 %% `max_waiting' requests wait already; `next' (a later job of a request in
 %% progress) always waits.
 -spec acquire(slots(), first | next) -> ok | busy.
-acquire(#slots{max = infinity}, _Kind) ->
+acquire(S, first) ->
+    counters:add(request_counter(), 1, 1),
+    acquire1(S, first);
+acquire(S, next) ->
+    acquire1(S, next).
+
+%% @doc New requests this node's servers have begun (`erlpy_nodes_http'
+%% recycles a worker node after `max_requests').
+-spec requests() -> non_neg_integer().
+requests() ->
+    counters:get(request_counter(), 1).
+
+request_counter() ->
+    case persistent_term:get({?MODULE, requests}, undefined) of
+        undefined ->
+            C = counters:new(1, [write_concurrency]),
+            persistent_term:put({?MODULE, requests}, C),
+            persistent_term:get({?MODULE, requests});
+        C ->
+            C
+    end.
+
+acquire1(#slots{max = infinity}, _Kind) ->
     ok;
-acquire(#slots{counts = Counts, holders = Holders, max_waiting = MaxWaiting} = S, Kind) ->
+acquire1(#slots{counts = Counts, holders = Holders, max_waiting = MaxWaiting} = S, Kind) ->
     try
         Got = take(S) orelse (reclaim(S) andalso take(S)) orelse
             case Kind =:= first andalso atomics:get(Counts, ?WAITING) >= MaxWaiting of

@@ -17,17 +17,22 @@
          eval/1, eval/2, eval/3, eval/4,
          exec/1, exec/2, exec/3,
          submit/5,
-         context/1, contexts/0]).
+         context/1, contexts/0, worker_node/1, worker_node/2]).
+-export([run/3]).
 
--record(py_context, {id :: pos_integer()}).
+%% node: local, or a worker node of a pool (py_nodes) by index.
+-record(py_context, {id :: non_neg_integer(),
+                     node = local :: local | {atom(), pos_integer()}}).
 
 -opaque context() :: #py_context{}.
--type target() :: context() | any.
+-type target() :: context() | any | worker_nodes.
 -type name() :: atom() | binary() | string().
 -type code() :: iodata().
 -type kwargs() :: #{atom() | binary() => term()}.
 -type options() :: #{timeout => timeout()}.
 -type error() :: timeout | too_deep | not_started | no_context | enomem
+               | no_worker_nodes | {node_down, node()} | {worker_exit, term()}
+               | {foreign_handle, node()}
                | {python, Type :: binary(), Message :: binary(), Traceback :: binary()}.
 -export_type([context/0, target/0, error/0, options/0, kwargs/0]).
 
@@ -40,7 +45,7 @@ call(Module, Function, Args) ->
 %% Function, Args)' when the first argument is a context.
 -spec call(target() | name(), name(), [term()] | name(), kwargs() | [term()]) ->
           {ok, term()} | {error, error()}.
-call(Ctx, Module, Function, Args) when is_record(Ctx, py_context); Ctx =:= any ->
+call(Ctx, Module, Function, Args) when is_record(Ctx, py_context); Ctx =:= any; Ctx =:= worker_nodes ->
     call(Ctx, Module, Function, Args, #{}, #{});
 call(Module, Function, Args, Kwargs) ->
     call(any, Module, Function, Args, Kwargs, #{}).
@@ -49,7 +54,7 @@ call(Module, Function, Args, Kwargs) ->
 %% Function, Args, Kwargs, Options)' when the first argument is not a context.
 -spec call(target() | name(), name(), name() | [term()], [term()] | kwargs(),
            kwargs() | options()) -> {ok, term()} | {error, error()}.
-call(Ctx, Module, Function, Args, Kwargs) when is_record(Ctx, py_context); Ctx =:= any ->
+call(Ctx, Module, Function, Args, Kwargs) when is_record(Ctx, py_context); Ctx =:= any; Ctx =:= worker_nodes ->
     call(Ctx, Module, Function, Args, Kwargs, #{});
 call(Module, Function, Args, Kwargs, Options) ->
     call(any, Module, Function, Args, Kwargs, Options).
@@ -135,6 +140,19 @@ context(N) when is_integer(N), N >= 1 ->
 context(_) ->
     error(badarg).
 
+%% @doc Any worker of the `I'-th worker node (1-based; app env
+%% `worker_nodes', or added with `py_nodes:add/1').  See docs/nodes.md.
+-spec worker_node(pos_integer()) -> context().
+worker_node(I) ->
+    worker_node(I, 0).
+
+%% @doc Context `N' of the `I'-th worker node (`0': any of its workers).
+-spec worker_node(pos_integer(), non_neg_integer()) -> context().
+worker_node(I, N) when is_integer(I), I >= 1, is_integer(N), N >= 0 ->
+    #py_context{id = N, node = {py_nodes, I}};
+worker_node(_, _) ->
+    error(badarg).
+
 %% @doc The number of contexts the running application has.
 -spec contexts() -> non_neg_integer().
 contexts() ->
@@ -142,9 +160,23 @@ contexts() ->
 
 %% ------------------------------------------------------------------ internal
 
+%% @private
+%% @doc Runs a request on a target; py_nodes runs it with this on a worker node.
+-spec run(target(), tuple(), options()) -> term().
 run(Ctx, Request, Options) ->
     Timeout = maps:get(timeout, Options, application:get_env(erlpy, call_timeout, infinity)),
     is_timeout(Timeout) orelse error(badarg),
+    case Ctx of
+        #py_context{node = {Pool, I}, id = N} -> py_nodes:call({Pool, I, N}, Request, Timeout, Options);
+        worker_nodes -> py_nodes:call(worker_nodes, Request, Timeout, Options);
+        _ ->
+            case py_nodes:foreign_handle(Request) of
+                false -> run_local(Ctx, Request, Timeout);
+                Node -> {error, {foreign_handle, Node}}
+            end
+    end.
+
+run_local(Ctx, Request, Timeout) ->
     Ref = make_ref(),
     case py_nif:submit(context_id(Ctx), Ref, Request) of
         {ok, Job} -> await(Ref, Job, Timeout);
@@ -164,7 +196,7 @@ await(Ref, Job, Timeout) ->
     end.
 
 context_id(any) -> 0;
-context_id(#py_context{id = N}) -> N;
+context_id(#py_context{id = N, node = local}) -> N;
 context_id(_) -> error(badarg).
 
 is_timeout(infinity) -> true;

@@ -55,7 +55,8 @@
 
 %% @doc Runs `App' ("module:callable", or a Python object handle) with the
 %% given environ (a map of binary keys; values binaries or integers; the
-%% input buffer is added as `wsgi.input').  Options: `context' (default
+%% input buffer is added as `wsgi.input'; `none' for a request without a
+%% body: the app reads an empty `io.BytesIO', with no buffer made).  Options: `context' (default
 %% `any': the first job goes to any free worker, later steps to the same
 %% one), `on_log' (what `wsgi.errors' writes; default: `logger:warning'),
 %% `notify_read' (default false), and a gate on the workers the request
@@ -67,7 +68,7 @@
 %% (the client is not reading): then the job's end is awaited first, so its
 %% worker is released before that wait.  Returns the result and the
 %% handler's final state.
--spec run(app(), map(), py_buffer:buffer(), handler(), options()) -> {result(), term()}.
+-spec run(app(), map(), py_buffer:buffer() | none, handler(), options()) -> {result(), term()}.
 run(App, Environ, Input, {Handler, HState}, Opts) when is_function(Handler, 2), is_map(Environ) ->
     AppTerm = if is_list(App) -> unicode:characters_to_binary(App); true -> App end,
     Rid = erlang:unique_integer([positive]),
@@ -79,8 +80,8 @@ run(App, Environ, Input, {Handler, HState}, Opts) when is_function(Handler, 2), 
             Reaper = case whereis(?REAPER) of undefined -> none; Pid -> Pid end,
             Args = [AppTerm, Environ#{<<"wsgi.input">> => Input}, self(), Rid, Acks, Reaper],
             case maps:get(notify_read, Opts, false) of
-                true -> ok = py_nif:buffer_notify_read(Input, Rid);
-                false -> ok
+                true when Input =/= none -> ok = py_nif:buffer_notify_read(Input, Rid);
+                _ -> ok
             end,
             Log = maps:get(on_log, Opts, fun(Text) -> logger:warning("wsgi.errors: ~ts", [Text]) end),
             S = #{rid => Rid, acks => Acks, input => Input, handler => Handler, hstate => HState,
@@ -247,7 +248,10 @@ deliver(#{handler := Handler, hstate := HState} = S, Event) ->
             S#{hstate := HState2};
         {error, _} ->
             ok = py_buffer:abort(maps:get(acks, S), client_closed),
-            ok = py_buffer:abort(maps:get(input, S), client_closed),
+            case maps:get(input, S) of
+                none -> ok;
+                Input -> ok = py_buffer:abort(Input, client_closed)
+            end,
             S#{gone := true}
     end.
 

@@ -8,11 +8,24 @@
 
 all() -> [erlang_examples_run].
 
+%% docs/nodes.md's examples need worker nodes, hence a distributed node.
 init_per_suite(Config) ->
+    case node() of
+        nonode@nohost ->
+            _ = os:cmd("epmd -daemon"),
+            {ok, _} = net_kernel:start([list_to_atom("ct_docs_" ++ os:getpid()), shortnames]);
+        _ ->
+            ok
+    end,
+    _ = application:load(erlpy),
+    ok = application:set_env(erlpy, worker_nodes, 2),
     erlpy_test:start(Config).
 
 end_per_suite(Config) ->
-    erlpy_test:stop(Config).
+    erlpy_test:stop(Config),
+    ok = application:set_env(erlpy, worker_nodes, 0),
+    _ = net_kernel:stop(),
+    ok.
 
 erlang_examples_run(_) ->
     Root = filename:dirname(filename:dirname(proplists:get_value(source, ?MODULE:module_info(compile)))),

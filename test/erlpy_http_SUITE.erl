@@ -19,7 +19,7 @@ all() ->
      pipelined_after_bodies, request_in_pieces, long_header_line, folded_header,
      empty_lines_before_request, trickled_body_min_rate, transfer_codings, strict_headers,
      infinite_timeouts, expect_with_late_reader, unread_body_then_close, http10_with_te_closes,
-     access_log_option, whole_response_in_reply].
+     access_log_option, whole_response_in_reply, bodiless_input_then_body].
 
 init_per_suite(Config) ->
     Config2 = erlpy_test:start(Config),
@@ -547,6 +547,29 @@ pipelined_after_bodies(Config) ->
     ?assertEqual({200, <<"Hello, World!">>}, status_body(read_response(S))),
     ?assertEqual({200, <<"3 ", (sha_hex(<<"xyz">>))/binary>>}, status_body(read_response(S))),
     gen_tcp:close(S).
+
+%% A request without a body gets no buffer (erlpy_http_body:start/4): its
+%% wsgi.input is an empty file all the same, and a request with a body
+%% after it on the same connection reads its own body.
+bodiless_input_then_body(Config) ->
+    S = connect(Config),
+    Get = <<"GET /input-probe HTTP/1.1\r\nHost: x\r\n\r\n">>,
+    Empty = [<<>>, <<>>, <<>>, <<>>],
+    ok = gen_tcp:send(S, Get),
+    ?assertEqual(Empty, probe(read_response(S))),
+    ok = gen_tcp:send(S, <<"POST /input-probe HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nab\ncd\n">>),
+    ?assertEqual([<<"ab\n">>, <<"cd\n">>, <<>>, <<>>], probe(read_response(S))),
+    %% Pipelined: bodiless, chunked, bodiless in one packet.
+    ok = gen_tcp:send(S, [Get, <<"POST /input-probe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 "3\r\nx\ny\r\n0\r\n\r\n">>, Get]),
+    ?assertEqual(Empty, probe(read_response(S))),
+    ?assertEqual([<<"x\n">>, <<"y">>, <<>>, <<>>], probe(read_response(S))),
+    ?assertEqual(Empty, probe(read_response(S))),
+    gen_tcp:close(S).
+
+probe({200, _, Body}) ->
+    {ok, Seen} = py:call(json, loads, [Body]),
+    Seen.
 
 %% A request cut anywhere, in CRLFs and chunk-size lines too, still parses.
 request_in_pieces(Config) ->

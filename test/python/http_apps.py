@@ -43,6 +43,13 @@ def _raw(environ, start_response):
             raise
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [f"{n} {h.hexdigest()}".encode()]
+    if path == "/input-probe":
+        # readline, read(N), read(5), readlines on wsgi.input, in that order
+        # (the validator allows read() with a size only).
+        inp = environ["wsgi.input"]
+        seen = [inp.readline(), inp.read(65536), inp.read(5), b"".join(inp.readlines())]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps([s.decode("latin-1") for s in seen]).encode()]
     if path == "/lines":
         lines = environ["wsgi.input"].readlines()
         start_response("200 OK", [("Content-Type", "text/plain")])

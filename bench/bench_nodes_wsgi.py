@@ -1,0 +1,168 @@
+"""Serving from worker nodes (make bench-nodes; docs/performance.md, "Worker nodes").
+
+bin/erlpy serve --workers 2 against gunicorn with 2 sync workers and uWSGI
+with 2 processes, all serving bench/nodes_bench.py:app, with
+`wrk -t2 -c50 -dD` (after a 1 s warm-up) on two paths:
+
+    /burn  about 1 ms of pure Python per request (calibrated here)
+    /      hello world
+
+Each server runs in its own session on a free port and is stopped by its
+process group.  Printed: requests/s, the ratios against gunicorn, the CPU
+per request of the whole session (every process of it, from /proc), and
+the RSS of each erlpy worker node after the run.
+
+    --duration SECONDS (default 5)   --servers erlpy,gunicorn,uwsgi
+"""
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import bench_servers  # noqa: E402  (free_port, session_pids, proc_stat, describe)
+import nodes_bench  # noqa: E402
+
+APP = "nodes_bench:app"
+# Python threads per worker node (--contexts): the app is CPU-bound, so
+# more threads than cores only take turns at the node's GIL.
+CONTEXTS = os.environ.get("ERLPY_BENCH_CONTEXTS", "8")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def command(kind, port):
+    bind = "127.0.0.1:%d" % port
+    if kind == "erlpy":
+        return [os.path.join(ROOT, "bin", "erlpy"), "serve", APP, "--bind", bind, "--workers", "2",
+                "--contexts", CONTEXTS, "--python-path", HERE]
+    if kind == "gunicorn":
+        return ["gunicorn", "-w", "2", "-k", "sync", "-b", bind, "--chdir", HERE, APP]
+    if kind == "uwsgi":
+        return ["uwsgi", "--plugin", "python3", "--http-socket", bind, "--processes", "2",
+                "--wsgi-file", os.path.join(HERE, "nodes_bench.py"), "--callable", "app",
+                "--master", "--disable-logging"]
+    raise ValueError(kind)
+
+
+def start(kind, env):
+    port = bench_servers.free_port()
+    log = open("/tmp/erlpy_bench_nodes_%s_%d.log" % (kind, os.getpid()), "wb")
+    proc = subprocess.Popen(command(kind, port), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("%s exited: %s" % (kind, open(log.name).read()[-2000:]))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if s.recv(4096).startswith(b"HTTP/1.1 200"):
+                    return proc, port, log.name
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("%s did not answer" % kind)
+
+
+def stop(kind, proc):
+    try:
+        os.killpg(proc.pid, signal.SIGTERM if kind == "erlpy" else signal.SIGINT)
+        proc.wait(timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    proc.wait()
+
+
+def session_cpu(sid):
+    """CPU seconds of every process in the session.  erlpy's worker nodes are
+    started detached (their own session): they are found by their name."""
+    total = 0.0
+    for pid in bench_servers.session_pids(sid) + erlpy_workers(sid):
+        fields = bench_servers.proc_stat(pid)
+        if fields:
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+def erlpy_workers(sid):
+    """The worker nodes of the erlpy node in session `sid` (named erlpy_OSPID_...)."""
+    beams = [p for p in bench_servers.session_pids(sid) if bench_servers.comm(p) == "beam.smp"]
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                cmd = f.read().split(b"\0")
+        except OSError:
+            continue
+        for beam in beams:
+            if b"-sname" in cmd and cmd[cmd.index(b"-sname") + 1].startswith(b"erlpy_%d_" % beam):
+                out.append(int(name))
+    return out
+
+
+def rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wrk(port, path, duration):
+    out = subprocess.run(["wrk", "-t2", "-c50", "-d%ds" % duration, "http://127.0.0.1:%d%s" % (port, path)],
+                         capture_output=True, text=True, timeout=duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, reqs, (sum(map(int, errs.groups())) if errs else 0) + (int(non2xx.group(1)) if non2xx else 0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--servers", default="erlpy,gunicorn,uwsgi")
+    args = ap.parse_args()
+    n = nodes_bench.calibrate(1)
+    env = dict(os.environ, ERLPY_BENCH_BURN_N=str(n),
+               PYTHONPATH=os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p))
+    print("bench_nodes_wsgi: %s; /burn runs burn(%d), about 1 ms" % (bench_servers.describe(), n))
+    results = {}
+    for kind in args.servers.split(","):
+        proc, port, log = start(kind, env)
+        try:
+            for path in ("/burn", "/"):
+                wrk(port, path, 1)
+                cpu0 = session_cpu(proc.pid)
+                rps, reqs, errors = wrk(port, path, args.duration)
+                cpu = session_cpu(proc.pid) - cpu0
+                results[(kind, path)] = (rps, cpu * 1000 / max(reqs, 1), errors)
+            if kind == "erlpy":
+                workers = erlpy_workers(proc.pid)
+                print("  erlpy worker nodes' RSS after the runs: %s MB" %
+                      ", ".join("%.1f" % rss_mb(p) for p in workers))
+        finally:
+            stop(kind, proc)
+            os.unlink(log)
+    for path in ("/burn", "/"):
+        base = results.get(("gunicorn", path))
+        for kind in args.servers.split(","):
+            rps, cpu, errors = results[(kind, path)]
+            ratio = " %5.2fx gunicorn" % (rps / base[0]) if base else ""
+            print("  %-5s %-9s %8.0f req/s%s  %.3f CPU ms/req  %d errors" % (path, kind, rps, ratio, cpu, errors))
+
+
+if __name__ == "__main__":
+    main()
