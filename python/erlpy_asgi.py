@@ -180,6 +180,8 @@ class _Runner:
                 self.log("ASGI runner: cannot handle %r:\n%s" % (item[0], traceback.format_exc()))
 
     def on_request(self, rid, conn, app, sid, scope, buf):
+        if not isinstance(buf, erlang.PyBuffer):
+            buf = None  # none: no body
         req = _Request(self, rid, conn, buf)
         lifespan = self.lifespans.get(sid)
         try:
@@ -267,7 +269,7 @@ class _Request:
         self.started = False
         self.complete = False  # the whole response was handed to the connection
         self.gone = False      # the client left
-        self.body_done = False
+        self.body_done = False  # no buffer (None): a request without a body
         self.ended = None      # an asyncio.Event, made when a receive() waits past the body
         self.in_flight = 0
         self.credit = None     # a future while send() waits for a credit
@@ -316,6 +318,9 @@ class _Request:
     async def receive(self):
         if self.complete or self.gone:
             return _DISCONNECT
+        if self.buf is None and not self.body_done:
+            self.body_done = True
+            return {"type": "http.request", "body": b"", "more_body": False}
         if not self.body_done:
             try:
                 n = _POLL(self.buf, 1)  # what is there now: no reader, no waiting

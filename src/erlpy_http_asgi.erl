@@ -51,7 +51,7 @@ stop(_Conf) ->
 %% `lower' (the headers, names lower-case), `socket', `pump' and `kept'.
 %% Options as `py_wsgi:run/5' (`notify_read'; the worker gate is not used:
 %% a request holds no worker).
--spec run(map(), map(), py_buffer:buffer(), py_wsgi:handler(), map()) -> {py_wsgi:result(), term()}.
+-spec run(map(), map(), py_buffer:buffer() | none, py_wsgi:handler(), map()) -> {py_wsgi:result(), term()}.
 run(Conf, #{socket := Sock, pump := Pump, kept := Kept} = Req, Input, {Handler, HState}, Opts) ->
     Rid = erlang:unique_integer([positive]),
     Server = case get(?MODULE) of %% a connection's requests share it
@@ -208,7 +208,7 @@ deliver(#{handler := Handler, hstate := HState} = S, Event) ->
             S#{hstate := HState2};
         {error, _} ->
             py_asgi:disconnect(maps:get(request, S)),
-            ok = py_buffer:abort(maps:get(input, S), client_closed),
+            _ = maps:get(input, S) =:= none orelse py_buffer:abort(maps:get(input, S), client_closed),
             S#{gone := true}
     end.
 

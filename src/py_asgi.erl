@@ -56,11 +56,12 @@
 %% HTTP request on a loop.  `Scope': `method', `path' (the request target as
 %% received, query included), `version', `headers' (names lower-case, in
 %% order), `client' and `server' ({Host, Port}), `scheme' (default
-%% `<<"http">>').  `Server' is what `startup/1' returned (its lifespan state
+%% `<<"http">>').  `Input' is the body, or `none' for a request without
+%% one.  `Server' is what `startup/1' returned (its lifespan state
 %% is the scope's `state'), or `none'.  With `#{notify_read => true}' the
 %% caller gets `{py_buffer_reading, Rid}' when the app first waits for body
 %% bytes (time for `100 Continue').  `{error, closed}' if the loop is gone.
--spec submit(integer(), py_wsgi:app(), server_id(), scope(), py_buffer:buffer(), map()) ->
+-spec submit(integer(), py_wsgi:app(), server_id(), scope(), py_buffer:buffer() | none, map()) ->
           {ok, request()} | {error, closed}.
 submit(Rid, App, Server, #{method := Method, path := Target, version := {Major, Minor},
                            headers := Headers} = Scope, Input, Opts) when is_integer(Rid) ->
@@ -76,7 +77,7 @@ submit(Rid, App, Server, #{method := Method, path := Target, version := {Major, 
               end,
     Parts = {Method, RawPath, Query, Version, Headers, maps:get(client, Scope, {<<>>, 0}),
              maps:get(server, Scope, {<<"localhost">>, 80}), maps:get(scheme, Scope, <<"http">>)},
-    maps:get(notify_read, Opts, false) andalso py_nif:buffer_notify_read(Input, Rid),
+    _ = Input =/= none andalso maps:get(notify_read, Opts, false) andalso py_nif:buffer_notify_read(Input, Rid),
     %% The loop hears of this process's death: once per process and loop.
     Monitor = get({?MODULE, Inbox}) =:= undefined,
     case py_nif:inbox_push(Inbox, {request, Rid, self(), App, Server, Parts, Input}, Monitor) of
