@@ -1,10 +1,11 @@
 # erlpy: the user's entry points.
-#   make run    serve a WSGI app on 127.0.0.1:8080 (APP=module:callable), bin/erlpy
+#   make run    serve a WSGI or ASGI app on 127.0.0.1:8080 (APP=module:callable), bin/erlpy
 #   make demo   a tour of the call bridge
 #   make test   every test suite: C core, Erlang (Common Test), Python, dialyzer
 #   make bench  benchmarks (bench/), printed as ratios against baselines
 #   make soak   minutes of mixed, verified HTTP load; fails on growth or a wrong answer
 #   make bench-slow  slow clients each server holds (erlpy, gunicorn, uWSGI)
+#   make bench-asgi  ASGI: erlpy against uvicorn and hypercorn (PLOT=docs/asgi_bench.png)
 #   make bench-nodes worker nodes vs one GIL vs Python processes; --workers vs gunicorn, uWSGI
 PYTHON ?= /usr/bin/python3
 export PYTHON
@@ -22,7 +23,7 @@ setup:
 build: setup
 	@$(REBAR) compile >/dev/null || $(REBAR) compile
 
-# APP=module:callable serves your own WSGI app (PORT, HOST too), with
+# APP=module:callable serves your own WSGI or ASGI app (PORT, HOST too), with
 # bin/erlpy (docs/cli.md); ARGS passes more options to it.
 APP ?= demo_app:app
 HOST ?= 127.0.0.1
@@ -80,6 +81,10 @@ bench-buffer-callgrind:
 
 bench-wsgi: build
 	@$(PYTHON) bench/bench_wsgi.py $(if $(PLOT),--plot $(PLOT))
+
+.PHONY: bench-asgi
+bench-asgi: build
+	@$(PYTHON) bench/bench_asgi.py $(if $(PLOT),--plot $(PLOT))
 
 # A soak test and a slow-client benchmark, a few minutes each (bench/soak.py,
 # bench/bench_slow.py); SOAK_SECONDS=N, ERLPY_CMD='...' (bench/bench_servers.py).

@@ -49,6 +49,15 @@ PyObject *erlpy_pybuffer_raise(PyObject *obj, int status);
 PyObject *erlpy_pybuffer_async_reader(PyObject *self, PyObject *args, PyObject *kw);
 int erlpy_waker_type_init(PyObject *module);
 
+/* For asgi_inbox.c, which wakes the same loop through the same eventfd: a
+ * counted reference to the waker behind an erlang._Waker (NULL with
+ * TypeError otherwise; GIL held), its eventfd, and dropping the reference
+ * (any thread, no GIL). */
+typedef struct waker waker_t;
+waker_t *erlpy_waker_acquire(PyObject *obj);
+int erlpy_waker_fd(const waker_t *w);
+void erlpy_waker_release(waker_t *w);
+
 int buffer_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags);
 
 ERL_NIF_TERM buffer_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);

@@ -19,17 +19,18 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "asgi_inbox.h"
 #include "buffer_nif.h"
 
 typedef struct wake_reg wake_reg_t;
 
-typedef struct {
+struct waker {
     pthread_mutex_t lock;  /* leaf; guards ready and closed */
     atomic_uint refs;      /* the Python object's + one per registration */
     int fd;                /* eventfd; set once, closed with the last reference */
     wake_reg_t *ready;     /* guarded by lock: fired, not drained yet */
     int closed;            /* guarded by lock: the Python object is gone */
-} waker_t;
+};
 
 struct wake_reg {
     wake_reg_t *next;      /* guarded by the waker lock once fired */
@@ -41,6 +42,8 @@ typedef struct {
     PyObject_HEAD
     waker_t *w;
 } waker_object;
+
+static PyObject *waker_type; /* erlang._Waker; set once at module creation (GIL) */
 
 static void waker_unref(waker_t *w)
 {
@@ -295,8 +298,31 @@ int erlpy_waker_type_init(PyObject *module)
     if (!type)
         return -1;
     int rc = PyModule_AddObjectRef(module, "_Waker", type);
+    if (rc == 0)
+        waker_type = type; /* the module keeps it alive */
     Py_DECREF(type);
-    return rc;
+    return rc == 0 ? erlpy_inbox_type_init(module) : rc;
+}
+
+waker_t *erlpy_waker_acquire(PyObject *obj)
+{
+    if (!waker_type || !PyObject_TypeCheck(obj, (PyTypeObject *)waker_type)) {
+        PyErr_SetString(PyExc_TypeError, "expected an erlang._Waker");
+        return NULL;
+    }
+    waker_t *w = ((waker_object *)obj)->w;
+    atomic_fetch_add(&w->refs, 1);
+    return w;
+}
+
+int erlpy_waker_fd(const waker_t *w)
+{
+    return w->fd;
+}
+
+void erlpy_waker_release(waker_t *w)
+{
+    waker_unref(w);
 }
 
 /* PyBuffer.async_reader(limit=65536): erlpy_aio.BufferReader(self, ...). */

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <string.h>
 
+#include "asgi_inbox.h"
 #include "buffer_nif.h"
 #include "workers.h"
 
@@ -66,7 +67,7 @@ static void make_atoms(ErlNifEnv *env)
 static int open_resource_types(ErlNifEnv *env, ErlNifResourceFlags flags)
 {
     return erlpy_object_rt_open(env, flags) || workers_job_rt_open(env, flags) ||
-           buffer_rt_open(env, flags);
+           buffer_rt_open(env, flags) || inbox_rt_open(env, flags);
 }
 
 /* Extension modules (_json, _decimal, ...) resolve libpython's symbols
@@ -142,6 +143,7 @@ static ErlNifFunc nif_funcs[] = {
     {"cancel", 1, workers_cancel_nif, 0},
     {"info", 0, workers_info_nif, 0},
     BUFFER_NIFS
+    INBOX_NIFS
 };
 
 ERL_NIF_INIT(py_nif, nif_funcs, load, NULL, upgrade, NULL)

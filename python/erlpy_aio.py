@@ -40,6 +40,9 @@ class _LoopWaker:
         self.c = erlang._Waker()
         self.futures = {}
         self.tokens = itertools.count(1)
+        # Called after each wake-up: others sharing the eventfd (the ASGI
+        # runner's inbox, python/erlpy_asgi.py) look at their own queues.
+        self.hooks = []
         # The loop holds us through this handle, we do not hold the loop:
         # both go together, and the eventfd closes with the last reference.
         loop.add_reader(self.c.fileno(), self._ready)
@@ -49,6 +52,8 @@ class _LoopWaker:
             fut = self.futures.pop(token, None)
             if fut is not None and not fut.done():
                 fut.set_result(True)
+        for hook in self.hooks:
+            hook()
 
 
 _wakers = weakref.WeakKeyDictionary()  # loop -> _LoopWaker

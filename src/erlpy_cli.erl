@@ -18,14 +18,15 @@
 -define(VALUED, ["-b", "--bind", "--contexts", "--threads", "--max-body", "--max-connections",
                   "--worker-connections", "--limit-request-fields", "-t", "--timeout", "--header-timeout",
                   "--keep-alive", "--graceful-timeout", "--python-path", "--pythonpath", "--chdir",
-                  "--access-log", "--access-logfile", "--log-level", "-w", "--workers", "--max-requests"]).
+                  "--access-log", "--access-logfile", "--log-level", "-w", "--workers", "--max-requests",
+                  "--interface"]).
 
 
 -define(HELP, "usage: erlpy serve [OPTIONS] MODULE:CALLABLE
        erlpy --help | --version
 
-Serves a Python WSGI app over HTTP/1.1.  MODULE:CALLABLE as in gunicorn
-(MODULE alone means MODULE:application).
+Serves a Python WSGI or ASGI app over HTTP/1.1.  MODULE:CALLABLE as in
+gunicorn (MODULE alone means MODULE:application).
 
   -b, --bind HOST:PORT       listen there; repeatable (default 127.0.0.1:8000)
       --contexts N, --threads N
@@ -38,7 +39,7 @@ Serves a Python WSGI app over HTTP/1.1.  MODULE:CALLABLE as in gunicorn
       --max-body BYTES       largest request body: 413 (default: no limit)
       --max-connections N, --worker-connections N
                              open connections per --bind: more get 503
-                             (default 1024)
+                             (default 4096)
       --limit-request-fields N
                              header fields per request: 431 (default 100)
   -t, --timeout SECONDS      longest wait for request body bytes, or for the
@@ -50,6 +51,10 @@ Serves a Python WSGI app over HTTP/1.1.  MODULE:CALLABLE as in gunicorn
       --graceful-timeout SECONDS
                              on SIGTERM/SIGINT, time requests in flight have
                              to finish (default 30)
+      --interface auto|wsgi|asgi
+                             how to call the app; auto: ASGI if it is a
+                             coroutine function or its __call__ is one
+                             (default auto)
       --python-path DIR      add to sys.path; repeatable (--pythonpath DIR,DIR
                              too).  The current directory is always on it
       --chdir DIR            change to DIR first
@@ -157,6 +162,11 @@ option(["--log-level", V | Rest], O) ->
                 _ -> throw({usage, "--log-level: expected debug, info, warning, error or critical"})
             end,
     options(Rest, O#{log_level := Level});
+option(["--interface", V | Rest], O) ->
+    case lists:member(V, ["auto", "wsgi", "asgi"]) of
+        true -> options(Rest, http(interface, list_to_atom(V), O));
+        false -> throw({usage, "--interface: expected auto, wsgi or asgi"})
+    end;
 option(["-" ++ _ = Opt | _], _) ->
     throw({usage, "unknown option " ++ Opt});
 option([App | Rest], #{app := undefined} = O) ->
@@ -225,6 +235,8 @@ listen(App, Http, {Host, Ip, Port}) ->
         {ok, Server} ->
             io:format(standard_error, "erlpy: listening at http://~ts:~b/~n",
                       [Host, erlpy_http:port(Server)]);
+        {error, {lifespan_startup_failed, Msg}} ->
+            fail(?APP_ERROR, "app startup failed: ~ts", [Msg]);
         {error, Reason} ->
             Why = if is_atom(Reason) -> inet:format_error(Reason);
                      true -> io_lib:format("~p", [Reason])

@@ -11,6 +11,8 @@
 -export([start_link/1, start/1, child_spec/1, stop/1, stop/2, port/1, connections/1]).
 
 -type options() :: #{app := py_wsgi:app(),
+                     interface => auto | wsgi | asgi,
+                     request_timeout => timeout(),
                      port => inet:port_number(),
                      ip => inet:ip_address(),
                      acceptors => pos_integer(),
@@ -39,7 +41,7 @@
 -define(DEFAULTS, #{port => 8080,
                     ip => {127, 0, 0, 1},
                     acceptors => 4,
-                    max_connections => 1024,
+                    max_connections => 4096,
                     idle_timeout => 60000,
                     header_timeout => 10000,
                     body_timeout => 30000,
@@ -118,6 +120,7 @@ connections(Server) ->
 
 config(Opts) when is_map(Opts) ->
     maps:is_key(app, Opts) orelse error(badarg),
+    lists:member(maps:get(interface, Opts, auto), [auto, wsgi, asgi]) orelse error(badarg),
     maps:merge(?DEFAULTS, Opts);
 config(_) ->
     error(badarg).

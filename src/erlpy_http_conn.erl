@@ -220,10 +220,10 @@ body_error_status(_) -> {500, <<"internal server error">>}.
 
 run(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Start, Method, Path, Version,
     Headers, Lower, Framing, Expect, {Input, Pump, Kept}) ->
-    Environ = py_wsgi:environ(#{method => Method, path => Path, version => Version,
-                                headers => Headers, server_name => server_name(Lower, Sock),
-                                server_port => maps:get(port, Conf), remote_addr => Addr,
-                                remote_port => Port}),
+    Req = #{method => Method, path => Path, version => Version,
+            headers => Headers, server_name => server_name(Lower, Sock),
+            server_port => maps:get(port, Conf), remote_addr => Addr,
+            remote_port => Port},
     R0 = #{sock => Sock, version => Version, head => Method =:= <<"HEAD">>,
            keep_alive => keep_alive(Version, Lower, Framing), expect => Expect,
            pump => Pump, status => 0, sent => false, pending => [], framing => none,
@@ -235,8 +235,14 @@ run(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Start, Method, Pa
                _ ->
                    #{}
            end,
-    {Result, R} = py_wsgi:run(maps:get(app, Conf), Environ, Input, {fun respond/2, R0},
-                              Gate#{notify_read => Expect, would_block => fun() -> backlogged(Sock) end}),
+    Opts = Gate#{notify_read => Expect, would_block => fun() -> backlogged(Sock) end},
+    {Result, R} = case Conf of
+                      #{interface := asgi} ->
+                          erlpy_http_asgi:run(Conf, Req#{lower => Lower, socket => Sock, pump => Pump, kept => Kept},
+                                              Input, {fun respond/2, R0}, Opts);
+                      _ ->
+                          py_wsgi:run(maps:get(app, Conf), py_wsgi:environ(Req), Input, {fun respond/2, R0}, Opts)
+                  end,
     R2 = finish(Result, R, Pump),
     maps:get(access_log, Conf) andalso
         ?LOG_INFO("~s ~s ~s ~b ~b ~bus",
@@ -390,7 +396,7 @@ finish({error, {app_error, Reason}, Sent}, #{sock := Sock} = R, Pump) ->
     end.
 
 log_app_error({python, Type, Msg, Tb}, BodyError) when BodyError =:= none ->
-    ?LOG_ERROR("WSGI app raised ~ts: ~ts~n~ts", [Type, Msg, Tb]);
+    ?LOG_ERROR("Python app raised ~ts: ~ts~n~ts", [Type, Msg, Tb]);
 log_app_error(Reason, BodyError) ->
     ?LOG_WARNING("WSGI request failed: ~p (request body: ~p)", [Reason, BodyError]).
 

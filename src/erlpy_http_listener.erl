@@ -82,7 +82,7 @@ handle_info(_Msg, Conf) ->
 %% are killed.  After a crash of this process the socket stays open for
 %% its successor.
 -spec terminate(term(), map()) -> ok.
-terminate(Reason, #{listen := Listen, conns := Conns, graceful_timeout := Timeout})
+terminate(Reason, #{listen := Listen, conns := Conns, graceful_timeout := Timeout} = Conf)
   when Reason =:= shutdown; Reason =:= normal; element(1, Reason) =:= shutdown ->
     _ = gen_tcp:close(Listen),
     Pids = [Pid || {Pid} <- ets:tab2list(Conns)],
@@ -92,7 +92,8 @@ terminate(Reason, #{listen := Listen, conns := Conns, graceful_timeout := Timeou
                    infinity -> infinity;
                    _ -> erlang:monotonic_time(millisecond) + Timeout
                end,
-    drain(Monitors, Deadline);
+    drain(Monitors, Deadline),
+    erlpy_http_asgi:stop(Conf);
 terminate(_Reason, _Conf) ->
     ok.
 

@@ -19,7 +19,20 @@
 -spec start_link(map()) -> {ok, pid()} | {error, term()}.
 start_link(#{worker_nodes := N} = Config) when N > 0 ->
     erlpy_nodes_http:start_link(Config);
-start_link(#{port := Port, ip := Ip, body_timeout := SendTimeout} = Config) ->
+start_link(Config0) ->
+    %% The app's interface, and for ASGI its lifespan startup, before the
+    %% server accepts.
+    case erlpy_http_asgi:prepare(Config0) of
+        {ok, Config} ->
+            case listen(Config) of
+                {ok, _} = Ok -> Ok;
+                Error -> erlpy_http_asgi:stop(Config), Error
+            end;
+        Error ->
+            Error
+    end.
+
+listen(#{port := Port, ip := Ip, body_timeout := SendTimeout} = Config) ->
     %% Accepted sockets inherit these.  `buffer' is the most one receive
     %% returns (the driver hands over exactly what arrived): 64 KiB pieces
     %% of a large body, not its default of one segment.

@@ -15,10 +15,11 @@ start_link() ->
 init([]) ->
     Reaper = #{id => py_wsgi_reaper, start => {py_wsgi, start_link, []}},
     PythonLog = #{id => erlpy_python_log, start => {erlpy_python_log, start_link, []}},
+    Asgi = #{id => py_asgi, start => {py_asgi, start_link, []}, shutdown => 15000},
     Http = #{id => erlpy_http_sup, start => {erlpy_http_sup, start_link, []},
              type => supervisor, shutdown => infinity},
     %% Worker nodes (docs/nodes.md): started before the servers, stopped after.
     Nodes = #{id => py_nodes, shutdown => 60000,
               start => {py_nodes, start_link,
                         [#{name => py_nodes, count => application:get_env(erlpy, worker_nodes, 0)}]}},
-    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Reaper, PythonLog, Nodes, Http]}}.
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Reaper, PythonLog, Nodes, Asgi, Http]}}.

@@ -6,12 +6,14 @@
 -export([start/1, stop/0, submit/3, cancel/1, info/0]).
 -export([buffer_new/1, buffer_write/2, buffer_close/1, buffer_abort/2, buffer_info/1,
          buffer_want_drain/2, buffer_cancel_drain/1, buffer_notify_read/2]).
+-export([inbox_new/0, inbox_push/3]).
 
 -on_load(load/0).
 
 -type job() :: reference().
 -type buffer() :: reference().
--export_type([job/0, buffer/0]).
+-type inbox() :: reference().
+-export_type([job/0, buffer/0, inbox/0]).
 
 -spec load() -> ok | {error, term()}.
 load() ->
@@ -71,3 +73,10 @@ buffer_cancel_drain(_Buf) -> erlang:nif_error(not_loaded).
 
 -spec buffer_notify_read(buffer(), non_neg_integer()) -> ok.
 buffer_notify_read(_Buf, _Token) -> erlang:nif_error(not_loaded).
+
+%% An event loop's inbox (c_src/asgi_inbox.c): py_asgi pushes work into it.
+-spec inbox_new() -> {ok, inbox()} | {error, enomem}.
+inbox_new() -> erlang:nif_error(not_loaded).
+
+-spec inbox_push(inbox(), term(), boolean()) -> ok | {error, closed}.
+inbox_push(_Inbox, _Term, _Monitor) -> erlang:nif_error(not_loaded).

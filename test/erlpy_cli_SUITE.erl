@@ -8,7 +8,7 @@
 all() ->
     [help_and_version, bad_usage, bad_app_name, app_import_fails, app_attribute_missing, port_in_use,
      serves_on_several_binds, sigterm_finishes_in_flight, sigint_finishes_in_flight,
-     group_sigterm_counts_once, second_signal_stops_at_once].
+     group_sigterm_counts_once, second_signal_stops_at_once, serves_asgi_app, asgi_startup_fails].
 
 suite() -> [{timetrap, {minutes, 3}}].
 
@@ -29,6 +29,22 @@ def app(environ, start_response):
     return [b'cli says hi']
 ">>),
     ok = file:write_file(filename:join(Dir, "broken_app.py"), <<"raise RuntimeError('boom at import')\n">>),
+    %% An ASGI app, and one whose lifespan startup fails.
+    ok = file:write_file(filename:join(Dir, "asgi_cli_app.py"), <<"
+async def app(scope, receive, send):
+    if scope['type'] == 'lifespan':
+        await receive()
+        await send({'type': 'lifespan.startup.complete'})
+        await receive()
+        await send({'type': 'lifespan.shutdown.complete'})
+        return
+    await send({'type': 'http.response.start', 'status': 200, 'headers': []})
+    await send({'type': 'http.response.body', 'body': b'asgi says hi'})
+
+async def failing(scope, receive, send):
+    await receive()
+    await send({'type': 'lifespan.startup.failed', 'message': 'no database'})
+">>),
     [{dir, Dir} | Config].
 
 end_per_testcase(_, Config) ->
@@ -112,6 +128,21 @@ second_signal_stops_at_once(Config) ->
     signal(Server, "TERM"),
     ?assertMatch({1, _}, wait_exit(Server)),
     receive {slow, Out} -> ?assertEqual("", Out) after 30000 -> ct:fail(slow_lost) end.
+
+%% An ASGI app (told apart from WSGI by itself), stopped by SIGTERM.
+serves_asgi_app(Config) ->
+    Server = start(Config, ["serve", "asgi_cli_app:app", "--bind", "127.0.0.1:0"]),
+    [Port] = ports(Server, 1, <<>>),
+    ?assertEqual("asgi says hi", get(Port, "/")),
+    signal(Server, "TERM"),
+    ?assertMatch({0, _}, wait_exit(Server)),
+    {2, Out} = run(Config, ["serve", "asgi_cli_app:app", "--interface", "cgi"]),
+    ?assertNotEqual(nomatch, string:find(Out, "--interface: expected auto, wsgi or asgi")),
+    ?assertEqual(nomatch, string:find(Out, "unknown option")).
+
+asgi_startup_fails(Config) ->
+    {3, Out} = run(Config, ["serve", "asgi_cli_app:failing", "--interface", "asgi", "--bind", "127.0.0.1:0"]),
+    ?assertNotEqual(nomatch, string:find(Out, "app startup failed: no database")).
 
 %% ------------------------------------------------------------------ helpers
 
