@@ -9,7 +9,8 @@
 
 all() ->
     [help_lists_the_options, both_worker_nodes_answer, killed_worker_node_is_replaced, sigterm_stops_every_node_gracefully,
-     max_requests_recycles_worker_nodes, erlpy_http_start_with_worker_nodes].
+     max_requests_recycles_worker_nodes, erlpy_http_start_with_worker_nodes,
+     asgi_app_on_worker_nodes].
 
 suite() -> [{timetrap, {minutes, 4}}].
 
@@ -28,6 +29,10 @@ def app(environ, start_response):
             time.sleep(0.02)
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return [str(os.getpid()).encode()]
+async def asgi_app(scope, receive, send):
+    assert scope['type'] == 'http'
+    await send({'type': 'http.response.start', 'status': 200, 'headers': []})
+    await send({'type': 'http.response.body', 'body': str(os.getpid()).encode()})
 ">>),
     [{dir, Dir} | Config].
 
@@ -39,6 +44,14 @@ end_per_testcase(_, Config) ->
     Config.
 
 %% ------------------------------------------------------------------ cases
+
+%% An ASGI app (told apart as with one node) runs its event loops on each
+%% worker node.
+asgi_app_on_worker_nodes(Config) ->
+    {Server, Port} = serve(Config, "nodes_app:asgi_app", ["--workers", "2"]),
+    ?assertEqual(2, length(pids_seen(Port, 2, []))),
+    signal(Server, "TERM"),
+    {0, _} = wait_exit(Server).
 
 help_lists_the_options(Config) ->
     Port = open_port({spawn_executable, erlpy()}, [{args, ["--help"]}, {cd, ?config(dir, Config)},
@@ -168,7 +181,10 @@ start(Config, Args) ->
     #{port => Port, os_pid => OsPid}.
 
 serve(Config, Args) ->
-    Server = start(Config, ["serve", "nodes_app:app", "--bind", "127.0.0.1:0" | Args]),
+    serve(Config, "nodes_app:app", Args).
+
+serve(Config, App, Args) ->
+    Server = start(Config, ["serve", App, "--bind", "127.0.0.1:0" | Args]),
     {Server, port(Server, <<>>)}.
 
 port(#{port := Port} = Server, Acc) ->
