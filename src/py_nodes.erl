@@ -242,7 +242,10 @@ init(#{name := Name, count := Count} = Opts) ->
 %% if one did not: a wrong app env or app is better told at once).
 await_started(#state{failed = Failed} = S, _Deadline) when Failed =/= undefined ->
     terminate(Failed, S),
-    {stop, {worker_node_failed, Failed}};
+    case Failed of
+        {throw, {setup_failed, Reason}} -> {stop, Reason};
+        _ -> {stop, {worker_node_failed, Failed}}
+    end;
 await_started(#state{slots = Slots} = S, Deadline) ->
     case [I || #slot{index = I, state = starting} <- maps:values(Slots)] of
         [] ->
@@ -290,7 +293,14 @@ setup_node(Node, #state{app_env = Env, setup = Setup}) ->
     [ok = erpc:call(Node, application, set_env, [erlpy, K, V], 30000) || {K, V} <- Env],
     ok = erpc:call(Node, application, set_env, [erlpy, worker_nodes, 0], 30000),
     {ok, _} = erpc:call(Node, application, ensure_all_started, [erlpy], 60000),
-    lists:foreach(fun({M, F, A}) -> {ok, _} = erpc:call(Node, M, F, A, 60000) end, Setup).
+    lists:foreach(fun({M, F, A}) ->
+                          case erpc:call(Node, M, F, A, 60000) of
+                              {ok, _} -> ok;
+                              %% The step's own reason (an app whose ASGI
+                              %% startup fails) becomes the pool's.
+                              {error, Reason} -> throw({setup_failed, Reason})
+                          end
+                  end, Setup).
 
 up(#slot{index = I, node = Node} = Slot, #state{name = Name, slots = Slots} = S) ->
     erlang:monitor_node(Node, true),

@@ -10,7 +10,7 @@
 all() ->
     [help_lists_the_options, both_worker_nodes_answer, killed_worker_node_is_replaced, sigterm_stops_every_node_gracefully,
      max_requests_recycles_worker_nodes, erlpy_http_start_with_worker_nodes,
-     asgi_app_on_worker_nodes].
+     asgi_app_on_worker_nodes, asgi_startup_failure_on_worker_nodes].
 
 suite() -> [{timetrap, {minutes, 4}}].
 
@@ -33,6 +33,10 @@ async def asgi_app(scope, receive, send):
     assert scope['type'] == 'http'
     await send({'type': 'http.response.start', 'status': 200, 'headers': []})
     await send({'type': 'http.response.body', 'body': str(os.getpid()).encode()})
+async def failing_startup(scope, receive, send):
+    if scope['type'] == 'lifespan':
+        await receive()
+        await send({'type': 'lifespan.startup.failed', 'message': 'no database'})
 ">>),
     [{dir, Dir} | Config].
 
@@ -52,6 +56,13 @@ asgi_app_on_worker_nodes(Config) ->
     ?assertEqual(2, length(pids_seen(Port, 2, []))),
     signal(Server, "TERM"),
     {0, _} = wait_exit(Server).
+
+%% A failed lifespan startup on a worker node fails the start, with the
+%% app's message and the same exit status as on one node.
+asgi_startup_failure_on_worker_nodes(Config) ->
+    Server = start(Config, ["serve", "nodes_app:failing_startup", "--bind", "127.0.0.1:0", "--workers", "2"]),
+    {3, Out} = wait_exit(Server),
+    ?assertNotEqual(nomatch, string:find(Out, "app startup failed: no database")).
 
 help_lists_the_options(Config) ->
     Port = open_port({spawn_executable, erlpy()}, [{args, ["--help"]}, {cd, ?config(dir, Config)},
