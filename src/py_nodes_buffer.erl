@@ -160,20 +160,25 @@ relay_loop(Proxy, Mon, Buf) ->
         {data, Bin} ->
             case py_buffer:write(Buf, Bin) of
                 ok -> Proxy ! {self(), ack}, relay_loop(Proxy, Mon, Buf);
-                {error, _} -> Proxy ! {self(), closed}, wait_end(Mon)
+                {error, _} -> Proxy ! {self(), closed}, wait_end(Mon, Buf)
             end;
         eof ->
-            _ = py_buffer:close(Buf), wait_end(Mon);
+            _ = py_buffer:close(Buf), wait_end(Mon, Buf);
         {abort, writer_down} ->
-            %% Our exit aborts the buffer as its writer's death does.
+            %% Our exit aborts the buffer as its writer's death does; a
+            %% keeper holds the buffer meanwhile (see wait_end/2).
+            _ = spawn(fun() -> wait_end(erlang:monitor(process, Proxy), Buf) end),
             exit(writer_down);
         {abort, Reason} when is_atom(Reason) ->
-            py_buffer:abort(Buf, Reason), wait_end(Mon);
+            py_buffer:abort(Buf, Reason), wait_end(Mon, Buf);
         {'DOWN', Mon, process, _, _} ->
             exit(proxy_down)
     end.
 
-%% Keeps the buffer's writer alive (so its end is not taken for a death)
-%% until the proxy is done.
-wait_end(Mon) ->
+%% Holds the buffer until the proxy is done.  The call that reads it may
+%% not have reached this node yet, and a resource nobody here holds is
+%% freed: its reference would then arrive as a plain term.  It also keeps
+%% the buffer's writer alive, so that its end is not taken for a death.
+wait_end(Mon, Buf) ->
+    put(relayed_buffer, Buf),
     receive {'DOWN', Mon, process, _, _} -> ok end.
