@@ -224,12 +224,12 @@ replied(#{release := Release} = S, Reply) ->
 %% window, without waiting), so its worker is given back first.
 body(S, Chunk) ->
     #{delivered := N} = S2 = deliver(hold(S), {body, Chunk}),
-    case S2 of
-        #{acked_after := Before, acks := Acks} when is_integer(Before), N >= Before ->
-            _ = py_buffer:write(Acks, <<1>>);
-        _ ->
-            ok
-    end,
+    _ = case S2 of
+            #{acked_after := Before, acks := Acks} when is_integer(Before), N >= Before ->
+                py_buffer:write(Acks, <<1>>);
+            _ ->
+                ok
+        end,
     S2#{delivered := N + 1}.
 
 hold(#{reply := none, blocking := false, gone := false, would_block := WouldBlock} = S) ->
