@@ -178,7 +178,7 @@ serve(#{socket := Sock, conf := Conf} = S, Method, Path, Version, Headers,
                                                 Conf#{expect => Expect andalso not Early}),
     case Continued andalso (not Small orelse erlpy_http_body:buffered(Pump)) of
         {error, Reason} ->
-            body_failed(S, Reason);
+            body_failed(S, Reason, Method);
         false ->
             erlpy_http_body:stop(Pump),
             gen_tcp:close(Sock);
@@ -207,10 +207,10 @@ backlogged(Sock) ->
     end.
 
 %% The body failed before the app started: the app need not see it.
-body_failed(#{socket := Sock} = S, Reason) ->
+body_failed(#{socket := Sock} = S, Reason, Method) ->
     case body_error_status(Reason) of
         {500, _} -> gen_tcp:close(Sock); %% the client is gone
-        {Code, Why} -> fail(S, Code, Why)
+        {Code, Why} -> fail(S, Code, Why, Method)
     end.
 
 body_error_status(too_large) -> {413, <<"request body too large">>};
@@ -383,12 +383,7 @@ finish({error, {app_error, Reason}, Sent}, #{sock := Sock} = R, Pump) ->
         true ->
             R#{keep_alive := false};
         false ->
-            {Code, Why} = case BodyError of
-                              too_large -> {413, <<"request body too large">>};
-                              bad_chunk -> {400, <<"bad chunked encoding">>};
-                              timeout -> {408, <<"request body timeout">>};
-                              _ -> {500, <<"internal server error">>}
-                          end,
+            {Code, Why} = body_error_status(BodyError),
             Method = case map_get(head, R) of true -> <<"HEAD">>; false -> none end,
             _ = gen_tcp:send(Sock, simple_response(Code, Why, close, Method)),
             R#{keep_alive := false, status := Code}
