@@ -720,6 +720,15 @@ def report(results, notes, expects, args):
                 if a and b:
                     lines.append("  erlpy / %-8s %-30s %5.2fx   (server CPU per GiB, %s / erlpy)" % (
                         LABEL[other], "upload %s CPU efficiency" % key, b / a, LABEL[other]))
+                    # issue 10's form: erlpy's CPU per GiB over the other's, per round
+                    pr = [x["cpu"] / y["cpu"] for x, y in zip(results["erlpy"].get(key, []),
+                                                              results[other].get(key, [])) if y["cpu"]]
+                    if pr:
+                        ratios["%s_cpu/%s" % (key, other)] = {"median": med(pr), "rounds": pr}
+                        lines.append("  erlpy / %-8s %-30s %5.2fx   (erlpy's CPU per GiB over %s's; "
+                                     "per round %s)" % (LABEL[other], "upload %s CPU per GiB" % key,
+                                                       med(pr), LABEL[other],
+                                                       " ".join("%.2f" % x for x in pr)))
         if "sink" in s:
             for key in ("length", "chunked"):
                 if s["sink"].get(key):
@@ -754,6 +763,11 @@ def report(results, notes, expects, args):
                                                       "met" if r["median"] >= need else "NOT met"))
         tgt("upload >= 2x uWSGI (length)", "length", "uwsgi", 2)
         tgt("upload >= 2x uWSGI (chunked)", "chunked", "uwsgi", 2)
+        for key in ("length", "chunked"):
+            r = ratios.get("%s_cpu/uwsgi" % key)
+            if r:
+                targets.append("  %-36s %5.2fx  %s" % ("upload CPU <= 1.5x uWSGI (%s)" % key, r["median"],
+                                                      "met" if r["median"] <= 1.5 else "NOT met"))
         tgt("upload >= 3x gunicorn (length)", "length", "gunicorn", 3)
         tgt("upload >= 3x gunicorn (chunked)", "chunked", "gunicorn", 3)
         tgt("GET req/s above gunicorn", "rps", "gunicorn", 1.0000001)

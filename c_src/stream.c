@@ -39,9 +39,12 @@
 #ifndef STREAM_FIND_WINDOW
 #define STREAM_FIND_WINDOW 256 /* longest needle matched across chunks by memmem */
 #endif
-#define STREAM_SPIN_NS 20000 /* a few 64 KiB memcpys */
+#define STREAM_SPIN_NS 20000 /* a few 64 KiB memcpys: the longest spin */
+
+#define STREAM_SPIN_MIN_NS 1000 /* below this, no spin (sleep at once) */
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 struct chunk {
     struct chunk *prev, *next; /* list links; next also chains dead chunks */
@@ -85,6 +88,7 @@ struct stream {
     unsigned waiting;                /* guarded by lock: readers asleep in wait */
     unsigned wakes;                  /* guarded by lock: stream_wake calls */
     size_t wait_want;                /* guarded by lock: least want among them */
+    long spin_ns;                    /* guarded by lock: the reader's spin budget */
     int drain_wanted;                /* guarded by lock */
     stream_notify_fn drain_fn;       /* guarded by lock */
     void *drain_ctx;                 /* guarded by lock */
@@ -367,6 +371,7 @@ stream_t *stream_new(const stream_opts_t *opts)
         s->low_watermark = s->max_unread / 2;
     s->keep_consumed = o.keep_consumed != 0;
     s->wait_want = SIZE_MAX;
+    s->spin_ns = STREAM_SPIN_NS;
     atomic_init(&s->events, 0);
     if (pthread_mutex_init(&s->lock, NULL) != 0)
         goto fail_mutex;
@@ -605,18 +610,22 @@ static void sleep_locked(stream_t *s, int64_t until_ms)
  * When writer and reader keep pace the data is one memcpy away, and a futex
  * sleep and wake per chunk costs more than the copy (measured: 2x slower on
  * a 64 KiB pipeline). */
-static void spin_locked(stream_t *s)
+static long elapsed_ns(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t0->tv_sec) * 1000000000L + (t.tv_nsec - t0->tv_nsec);
+}
+
+static void spin_locked(stream_t *s, long budget_ns)
 {
     unsigned seen = atomic_load_explicit(&s->events, memory_order_relaxed);
-    struct timespec t0, t;
+    struct timespec t0;
     unlock(s);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int i = 1; atomic_load_explicit(&s->events, memory_order_acquire) == seen; i++) {
-        if (i % 64 == 0) {
-            clock_gettime(CLOCK_MONOTONIC, &t);
-            if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > STREAM_SPIN_NS)
-                break;
-        }
+        if (i % 64 == 0 && elapsed_ns(&t0) > budget_ns)
+            break;
 #if defined(__x86_64__) || defined(__i386__)
         __asm__ __volatile__("pause");
 #elif defined(__aarch64__)
@@ -634,10 +643,25 @@ void stream_wake(stream_t *s)
     unlock(s);
 }
 
+/* The spin adapts to the writer (like the workers' in workers.c): a wait
+ * that a full spin would have covered sets the budget to twice its length
+ * (at most the full spin), a longer one halves it.  A writer slower than
+ * the spin (an upload arriving at the socket's pace) then costs the reader
+ * no spinning, and on a busy machine the spin does not take the CPU the
+ * writer needs. */
+static void adapt_spin_locked(stream_t *s, long waited_ns)
+{
+    if (waited_ns <= STREAM_SPIN_NS)
+        s->spin_ns = MIN(STREAM_SPIN_NS, MAX(s->spin_ns, 2 * waited_ns));
+    else
+        s->spin_ns /= 2;
+}
+
 int stream_wait(stream_t *s, size_t want, const stream_waiter_t *w, size_t *avail)
 {
     int polled = 0, asleep = 0, spun = 0, rc;
     unsigned polled_wakes = 0;
+    struct timespec t0;
 
     lock(s);
     for (;;) {
@@ -674,8 +698,11 @@ int stream_wait(stream_t *s, size_t want, const stream_waiter_t *w, size_t *avai
         }
         if (!spun) {
             spun = 1;
-            spin_locked(s);
-            continue;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            if (s->spin_ns >= STREAM_SPIN_MIN_NS) {
+                spin_locked(s, s->spin_ns);
+                continue;
+            }
         }
         if (!asleep) {
             asleep = 1;
@@ -684,6 +711,8 @@ int stream_wait(stream_t *s, size_t want, const stream_waiter_t *w, size_t *avai
         }
         sleep_locked(s, until);
     }
+    if (spun)
+        adapt_spin_locked(s, elapsed_ns(&t0));
     if (asleep && --s->waiting == 0)
         s->wait_want = SIZE_MAX;
     *avail = unread_locked(s);

@@ -8,8 +8,9 @@ the app runs; the response goes back to the Erlang process as messages:
                                                     (b'' for an empty body)
     (wsgi_body, Rid, Bytes)                         each later non-empty chunk
     (wsgi_log, Rid, Text)                           what the app writes to wsgi.errors
-    (wsgi_blocking, Rid)                            before the first write() call: from
-                                                    now on this thread may wait for Erlang
+    (wsgi_blocking, Rid, N)                         before the first write() call: from
+                                                    now on this thread may wait for Erlang;
+                                                    N chunks were sent before it
 
 A body that is a list or tuple of at most WINDOW bytes (all of it produced
 already) comes back in the job's reply instead, as (done, Status, Headers,
@@ -25,11 +26,14 @@ response returns ok; the body's close() runs on that thread exactly once,
 whatever ends the response (its end, an exception, close(Token) when the
 client left, close_orphan() when the Erlang process died: see _Token).
 
-Flow control: Erlang writes one byte into the `acks` buffer for each body
-chunk it has handed to the socket.  Chunks from the body iterable are never
-waited for (a step ends instead); the write() callable of start_response
-blocks on `acks` while more than WINDOW bytes are in flight, so an app using
-it holds its worker while a slow client reads.
+Flow control: chunks from the body iterable are never waited for (a step
+ends once WINDOW bytes are out, and Erlang starts the next step when it has
+handed them all to the socket).  Once the app calls the write() callable of
+start_response, Erlang writes one byte into the `acks` buffer for each later
+chunk it has handed to the socket, and write() blocks on `acks` while more
+than WINDOW bytes are in flight, so an app using it holds its worker while a
+slow client reads.  An app that never calls write() gets no acknowledgement,
+so Erlang can keep one `acks` buffer for a connection's requests.
 """
 import collections
 import contextvars
@@ -129,7 +133,9 @@ class Response:
         self.status = None
         self.headers = None
         self.sent = False
-        self.in_flight = collections.deque()
+        self.chunks = 0           # chunks sent
+        self.step_bytes = 0       # cost sent since the last step began
+        self.in_flight = collections.deque()  # costs sent since write() began, not acknowledged
         self.in_flight_bytes = 0
         self.blocking = False
 
@@ -172,13 +178,16 @@ class Response:
     def write(self, data):
         """The write() callable: waits while more than WINDOW bytes are in flight."""
         if not self.blocking:
-            # Erlang must now deliver without waiting for this job to end.
-            erlang.send(self.conn, (BLOCKING, self.rid))
+            # Erlang must now deliver without waiting for this job to end,
+            # and acknowledge the chunks from here on.
+            erlang.send(self.conn, (BLOCKING, self.rid, self.chunks))
             self.blocking = True
         self.send(data)
         while self.in_flight_bytes > WINDOW:
             self.acks.read(1)  # blocks, GIL released; raises if the client left
-            self.in_flight_bytes -= self.in_flight.popleft()
+            cost = self.in_flight.popleft()
+            self.in_flight_bytes -= cost
+            self.step_bytes -= cost
 
     def send(self, data):
         """Sends a body chunk without waiting."""
@@ -191,12 +200,16 @@ class Response:
         else:
             self.send_headers(bytes(data))
         cost = max(len(data), CHUNK_COST)
-        self.in_flight.append(cost)
-        self.in_flight_bytes += cost
+        self.chunks += 1
+        self.step_bytes += cost
+        if self.blocking:
+            self.in_flight.append(cost)
+            self.in_flight_bytes += cost
 
     def settle(self):
-        """At the start of a step Erlang has delivered, and acknowledged,
-        every chunk sent so far: consume those acknowledgements."""
+        """At the start of a step Erlang has delivered every chunk sent so
+        far, and acknowledged those since write() began: consume those."""
+        self.step_bytes = 0
         if self.in_flight:
             self.acks.read(len(self.in_flight))  # all there; raises if the client left
             self.in_flight.clear()
@@ -262,7 +275,7 @@ class _Request:
             response.settle()
             for chunk in self.iterator:
                 response.send(chunk)
-                if response.in_flight_bytes > WINDOW:
+                if response.step_bytes > WINDOW:
                     return self.suspend()
             if not response.sent:
                 response.send_headers()

@@ -52,6 +52,7 @@
 -export_type([app/0, handler/0, handler_fun/0, event/0, result/0, options/0, acquire/0]).
 
 -define(REAPER, py_wsgi_reaper).
+-define(ACKS, {?MODULE, acks}).
 
 %% @doc Runs `App' ("module:callable", or a Python object handle) with the
 %% given environ (a map of binary keys; values binaries or integers; the
@@ -76,7 +77,7 @@ run(App, Environ, Input, {Handler, HState}, Opts) when is_function(Handler, 2), 
     Release = maps:get(release, Opts, fun() -> ok end),
     case Acquire(first) of
         ok ->
-            {ok, Acks} = py_buffer:new(),
+            Acks = acks(),
             Reaper = case whereis(?REAPER) of undefined -> none; Pid -> Pid end,
             Args = [AppTerm, Environ#{<<"wsgi.input">> => Input}, self(), Rid, Acks, Reaper],
             case maps:get(notify_read, Opts, false) of
@@ -87,7 +88,7 @@ run(App, Environ, Input, {Handler, HState}, Opts) when is_function(Handler, 2), 
             S = #{rid => Rid, acks => Acks, input => Input, handler => Handler, hstate => HState,
                   log => Log, sent => false, gone => false, acquire => Acquire, release => Release,
                   would_block => maps:get(would_block, Opts, fun() -> false end),
-                  blocking => false, reply => none},
+                  blocking => false, acked_after => none, delivered => 0, reply => none},
             try
                 job(S, maps:get(context, Opts, any), run, Args)
             after
@@ -99,6 +100,25 @@ run(App, Environ, Input, {Handler, HState}, Opts) when is_function(Handler, 2), 
     end;
 run(_App, _Environ, _Input, _Handler, _Opts) ->
     error(badarg).
+
+%% The acknowledgement stream, kept by the calling process from one request
+%% to the next (a connection's keep-alive requests): only an app that calls
+%% write() is sent acknowledgements, and after such a request (or one whose
+%% client left) the stream is dropped, so no stale acknowledgement reaches
+%% a later request.
+acks() ->
+    case erase(?ACKS) of
+        undefined ->
+            {ok, Acks} = py_buffer:new(),
+            Acks;
+        Acks ->
+            Acks
+    end.
+
+reuse_acks(#{blocking := false, gone := false, acks := Acks}) ->
+    put(?ACKS, Acks);
+reuse_acks(_S) ->
+    ok.
 
 %% One job of the request (holding the gate from acquire to reply), then
 %% the messages it sends.
@@ -177,8 +197,8 @@ loop(#{ref := Ref, rid := Rid, reply := Early} = S) ->
             loop(body(deliver(S#{sent := true}, {headers, Status, Headers}), First));
         {wsgi_body, Rid, Chunk} ->
             loop(body(S, Chunk));
-        {wsgi_blocking, Rid} ->
-            loop(S#{blocking := true});
+        {wsgi_blocking, Rid, Before} ->
+            loop(S#{blocking := true, acked_after := Before});
         {wsgi_log, Rid, Text} ->
             (maps:get(log, S))(Text),
             loop(S);
@@ -196,14 +216,21 @@ replied(#{release := Release} = S, Reply) ->
     Release(),
     S#{reply := {reply, Reply}}.
 
-%% A body chunk is acknowledged once delivered: the app counts what is in
-%% flight.  Before a delivery that may wait long for the client, the job's
-%% reply is awaited (the job sends no more than the window, without
-%% waiting), so its worker is given back first.
+%% Once the app has called write() (which counts what is in flight; the
+%% body iterable's chunks are paced by the steps), each chunk it sent after
+%% that call is acknowledged once delivered: wsgi_blocking says how many
+%% chunks came before it.  Before a delivery that may wait long for the
+%% client, the job's reply is awaited (the job sends no more than the
+%% window, without waiting), so its worker is given back first.
 body(S, Chunk) ->
-    S2 = deliver(hold(S), {body, Chunk}),
-    _ = py_buffer:write(maps:get(acks, S2), <<1>>),
-    S2.
+    #{delivered := N} = S2 = deliver(hold(S), {body, Chunk}),
+    _ = case S2 of
+            #{acked_after := Before, acks := Acks} when is_integer(Before), N >= Before ->
+                py_buffer:write(Acks, <<1>>);
+            _ ->
+                ok
+        end,
+    S2#{delivered := N + 1}.
 
 hold(#{reply := none, blocking := false, gone := false, would_block := WouldBlock} = S) ->
     case WouldBlock() of
@@ -217,7 +244,7 @@ hold(S) ->
 await_reply(#{ref := Ref, rid := Rid} = S) ->
     receive
         {Ref, Reply} -> replied(S, Reply);
-        {wsgi_blocking, Rid} -> S#{blocking := true};
+        {wsgi_blocking, Rid, Before} -> S#{blocking := true, acked_after := Before};
         {py_buffer_reading, Rid} -> await_reply(deliver(S, read_started))
     end.
 
@@ -238,6 +265,12 @@ next(S, {ok, {done, Status, Headers, Body}}) ->
 next(S, Reply) ->
     {finish(S, Reply), maps:get(hstate, S)}.
 
+finish(S, Reply) ->
+    case finish_result(S, Reply) of
+        ok -> reuse_acks(S), ok;
+        Error -> Error
+    end.
+
 %% Once the client is gone, nothing more is delivered; the app is told by
 %% aborting its input and the acknowledgement stream.
 deliver(#{gone := true} = S, _Event) ->
@@ -255,13 +288,13 @@ deliver(#{handler := Handler, hstate := HState} = S, Event) ->
             S#{gone := true}
     end.
 
-finish(#{gone := true}, _Reply) ->
+finish_result(#{gone := true}, _Reply) ->
     {error, client_closed};
-finish(_S, {ok, ok}) ->
+finish_result(_S, {ok, ok}) ->
     ok;
-finish(#{sent := Sent}, {ok, Other}) ->
+finish_result(#{sent := Sent}, {ok, Other}) ->
     {error, {app_error, {unexpected_result, Other}}, Sent};
-finish(#{sent := Sent}, {error, Reason}) ->
+finish_result(#{sent := Sent}, {error, Reason}) ->
     {error, {app_error, Reason}, Sent}.
 
 %% ------------------------------------------------------------------ reaper

@@ -14,7 +14,8 @@ all() ->
      slow_clients_leave_server_answering, trickled_small_body_gets_408_without_app,
      slow_small_body_is_served, chunked_small_and_big, chunked_small_too_large,
      expect_small_body_answered_at_once,
-     sqlite_while_iterating, streamed_as_produced, write_to_slow_reader, close_once_normal_end, close_once_client_gone,
+     sqlite_while_iterating, streamed_as_produced, write_to_slow_reader, write_window_after_keep_alive,
+     close_once_normal_end, close_once_client_gone,
      close_once_app_exception, close_once_server_stop, worker_cap_and_503, slots_gate].
 
 init_per_suite(Config) ->
@@ -220,6 +221,42 @@ write_to_slow_reader(_Config) ->
     ok = gen_tcp:send(S, <<"GET /write-big?n=64 HTTP/1.1\r\nHost: x\r\n\r\n">>),
     timer:sleep(500), %% the socket fills up
     ?assertEqual({200, binary:copy(<<"w">>, 64 * 65536)}, response(S)),
+    gen_tcp:close(S),
+    erlpy_http:stop(Srv).
+
+%% The acknowledgement buffer of write(): made once for a connection's
+%% requests that do not call write() (one py_buffer:new/1 for many GETs),
+%% and a write() app after them, and after another write() app, is still
+%% held back by a client that does not read (no stale acknowledgements).
+write_window_after_keep_alive(_Config) ->
+    {ok, Srv} = erlpy_http:start(#{app => <<"slow_apps:app">>, port => 0}),
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, erlpy_http:port(Srv), [binary, {active, false}, {recbuf, 4096}]),
+    Hello = fun() ->
+                    ok = gen_tcp:send(S, <<"GET /body?key=ka&n=1 HTTP/1.1\r\nHost: x\r\n\r\n">>),
+                    ?assertEqual({200, binary:copy(<<"x">>, 65536)}, response(S))
+            end,
+    Hello(),
+    erlang:trace_pattern({py_buffer, new, 1}, true, [call_count]),
+    try
+        [Hello() || _ <- lists:seq(1, 5)],
+        ?assertEqual({call_count, 0}, erlang:trace_info({py_buffer, new, 1}, call_count))
+    after
+        erlang:trace_pattern({py_buffer, new, 1}, false, [call_count])
+    end,
+    %% 400 chunks of 64 KiB: far more than the socket buffers and the window.
+    Held = fun(Key) ->
+                   ok = gen_tcp:send(S, ["GET /write-big?n=400&key=", Key, " HTTP/1.1\r\nHost: x\r\n\r\n"]),
+                   erlpy_test:wait_until(fun() -> count(<<"wrote">>, Key) > 0 end),
+                   timer:sleep(500), %% the socket fills up
+                   Wrote = count(<<"wrote">>, Key),
+                   ct:pal("write() calls returned before the client read: ~b of 400", [Wrote]),
+                   ?assert(Wrote < 200),
+                   ?assertEqual({200, binary:copy(<<"w">>, 400 * 65536)}, response(S))
+           end,
+    Held(<<"w1">>),
+    Hello(),
+    Held(<<"w2">>),
+    Hello(),
     gen_tcp:close(S),
     erlpy_http:stop(Srv).
 

@@ -81,6 +81,7 @@ def app(environ, start_response):
         write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
         for _ in range(int(q["n"])):
             write(b"w" * 65536)
+            events.append(("wrote", q.get("key", ""), threading.get_ident()))
         return []
     if path == "/block":
         events.append(("blocked", q["key"], threading.get_ident()))
