@@ -132,7 +132,7 @@ second_signal_stops_at_once(Config) ->
 %% An ASGI app (told apart from WSGI by itself), stopped by SIGTERM.
 serves_asgi_app(Config) ->
     Server = start(Config, ["serve", "asgi_cli_app:app", "--bind", "127.0.0.1:0"]),
-    [Port] = ports(Server, 1, <<>>),
+    [Port] = erlpy_test_cli:ports(Server, 1),
     ?assertEqual("asgi says hi", get(Port, "/")),
     signal(Server, "TERM"),
     ?assertMatch({0, _}, wait_exit(Server)),
@@ -161,24 +161,12 @@ graceful(Config, Signal) ->
     {Status, Log} = wait_exit(Server),
     ?assertEqual(0, Status, Log).
 
-erlpy() ->
-    Src = proplists:get_value(source, ?MODULE:module_info(compile)),
-    filename:join([filename:dirname(filename:dirname(Src)), "bin", "erlpy"]).
-
 %% Runs bin/erlpy to its end (in the test's directory: the app's home).
 run(Config, Args) ->
     wait_exit(start(Config, Args)).
 
-%% Through env(1), which execs it with SIGINT's default disposition: a
-%% test runner started in the background has it ignored, and a shell
-%% cannot trap a signal ignored when it started.
 start(Config, Args) ->
-    Port = open_port({spawn_executable, os:find_executable("env")},
-                     [{args, ["--default-signal=INT", erlpy() | Args]}, {cd, ?config(dir, Config)},
-                      exit_status, stderr_to_stdout, binary]),
-    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-    ok = file:write_file(filename:join(?config(dir, Config), "os_pid"), integer_to_list(OsPid)),
-    #{port => Port, os_pid => OsPid}.
+    erlpy_test_cli:start(?config(dir, Config), Args).
 
 %% Starts `serve cli_app:app'; returns once it listens, with its ports.
 serve(Config, Args0) ->
@@ -187,34 +175,13 @@ serve(Config, Args0) ->
                false -> ["--bind", "127.0.0.1:0" | Args0]
            end,
     Server = start(Config, ["serve", "cli_app:app" | Args]),
-    {Server, ports(Server, length([x || "--bind" <- Args]), <<>>)}.
+    {Server, erlpy_test_cli:ports(Server, length([x || "--bind" <- Args]))}.
 
-ports(#{port := Port} = Server, N, Acc) ->
-    case re:run(Acc, "listening at http://[^:]+:([0-9]+)/", [global, {capture, all_but_first, list}]) of
-        {match, Ms} when length(Ms) =:= N -> [list_to_integer(P) || [P] <- Ms];
-        _ ->
-            receive
-                {Port, {data, D}} -> ports(Server, N, <<Acc/binary, D/binary>>);
-                {Port, {exit_status, S}} -> ct:fail("bin/erlpy exited (~b): ~s", [S, Acc])
-            after 60000 -> ct:fail("bin/erlpy is not listening: ~s", [Acc])
-            end
-    end.
+signal(Server, Sig) ->
+    erlpy_test_cli:signal(Server, Sig).
 
-signal(#{os_pid := Pid}, Sig) ->
-    os:cmd("kill -" ++ Sig ++ " " ++ integer_to_list(Pid)).
-
-wait_exit(#{port := Port}) ->
-    wait_exit(Port, []).
-
-wait_exit(Port, Acc) ->
-    receive
-        {Port, {data, D}} -> wait_exit(Port, [Acc, D]);
-        {Port, {exit_status, S}} ->
-            Out = unicode:characters_to_list(iolist_to_binary(Acc)),
-            ct:log("exit status ~b:~n~ts", [S, Out]),
-            {S, Out}
-    after 60000 -> ct:fail("bin/erlpy did not exit: ~s", [Acc])
-    end.
+wait_exit(Server) ->
+    erlpy_test_cli:wait_exit(Server).
 
 get(Port, Path) ->
     erlpy_test:curl_get(Port, Path).

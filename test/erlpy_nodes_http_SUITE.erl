@@ -41,10 +41,7 @@ async def failing_startup(scope, receive, send):
     [{dir, Dir} | Config].
 
 end_per_testcase(_, Config) ->
-    case file:read_file(filename:join(?config(dir, Config), "os_pid")) of
-        {ok, Pid} -> os:cmd("/bin/kill -KILL -- -" ++ binary_to_list(Pid) ++ " 2>/dev/null");
-        {error, _} -> ok
-    end,
+    erlpy_test:kill_os_group(filename:join(?config(dir, Config), "os_pid")),
     Config.
 
 %% ------------------------------------------------------------------ cases
@@ -65,7 +62,7 @@ asgi_startup_failure_on_worker_nodes(Config) ->
     ?assertNotEqual(nomatch, string:find(Out, "app startup failed: no database")).
 
 help_lists_the_options(Config) ->
-    Port = open_port({spawn_executable, erlpy()}, [{args, ["--help"]}, {cd, ?config(dir, Config)},
+    Port = open_port({spawn_executable, erlpy_test_cli:erlpy()}, [{args, ["--help"]}, {cd, ?config(dir, Config)},
                                                    exit_status, stderr_to_stdout, binary]),
     {0, Help} = wait_exit(#{port => Port}),
     [?assertNotEqual(nomatch, string:find(Help, Opt)) || Opt <- ["--workers N", "--max-requests N"]].
@@ -179,51 +176,22 @@ pids_seen(Port, N, Exclude, Seen, Deadline) ->
             end
     end.
 
-erlpy() ->
-    Src = proplists:get_value(source, ?MODULE:module_info(compile)),
-    filename:join([filename:dirname(filename:dirname(Src)), "bin", "erlpy"]).
-
 start(Config, Args) ->
-    Port = open_port({spawn_executable, os:find_executable("env")},
-                     [{args, ["--default-signal=INT", erlpy() | Args]}, {cd, ?config(dir, Config)},
-                      exit_status, stderr_to_stdout, binary]),
-    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-    ok = file:write_file(filename:join(?config(dir, Config), "os_pid"), integer_to_list(OsPid)),
-    #{port => Port, os_pid => OsPid}.
+    erlpy_test_cli:start(?config(dir, Config), Args).
 
 serve(Config, Args) ->
     serve(Config, "nodes_app:app", Args).
 
 serve(Config, App, Args) ->
     Server = start(Config, ["serve", App, "--bind", "127.0.0.1:0" | Args]),
-    {Server, port(Server, <<>>)}.
+    [Port] = erlpy_test_cli:ports(Server, 1),
+    {Server, Port}.
 
-port(#{port := Port} = Server, Acc) ->
-    case re:run(Acc, "listening at http://[^:]+:([0-9]+)/", [{capture, all_but_first, list}]) of
-        {match, [P]} -> list_to_integer(P);
-        _ ->
-            receive
-                {Port, {data, D}} -> port(Server, <<Acc/binary, D/binary>>);
-                {Port, {exit_status, S}} -> ct:fail("bin/erlpy exited (~b): ~s", [S, Acc])
-            after 60000 -> ct:fail("bin/erlpy is not listening: ~s", [Acc])
-            end
-    end.
+signal(Server, Sig) ->
+    erlpy_test_cli:signal(Server, Sig).
 
-signal(#{os_pid := Pid}, Sig) ->
-    os:cmd("kill -" ++ Sig ++ " " ++ integer_to_list(Pid)).
-
-wait_exit(#{port := Port}) ->
-    wait_exit(Port, []).
-
-wait_exit(Port, Acc) ->
-    receive
-        {Port, {data, D}} -> wait_exit(Port, [Acc, D]);
-        {Port, {exit_status, S}} ->
-            Out = unicode:characters_to_list(iolist_to_binary(Acc)),
-            ct:log("exit status ~b:~n~ts", [S, Out]),
-            {S, Out}
-    after 60000 -> ct:fail("bin/erlpy did not exit: ~s", [Acc])
-    end.
+wait_exit(Server) ->
+    erlpy_test_cli:wait_exit(Server).
 
 get(Port, Path) ->
-    os:cmd("curl -s --max-time 60 http://127.0.0.1:" ++ integer_to_list(Port) ++ Path).
+    erlpy_test:curl_get(Port, Path).
