@@ -10,6 +10,7 @@ own OS process in its own session and stopped by its process group:
 
     erlpy      bin/erlpy serve asgi_bench_app:app (defaults: 8 contexts, 7 loops)
     erlpy-1    the same with --contexts 2 (one event loop)
+    erlpy-w2   --contexts 2 --workers 2: one event loop on each of 2 worker nodes
     uvicorn    python3 -m uvicorn --loop uvloop --http httptools (1 worker)
     uvicorn-2  the same with --workers 2
     hypercorn  hypercorn -k uvloop (1 worker)
@@ -46,10 +47,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench_servers import describe, free_port, proc_stat, session_pids  # noqa: E402
+from bench_servers import describe, erlpy_workers, free_port, proc_stat, session_pids  # noqa: E402
 
 PY = "/usr/bin/python3"
-SERVERS = ("erlpy", "erlpy-1", "uvicorn", "uvicorn-2", "hypercorn")
+SERVERS = ("erlpy", "erlpy-1", "erlpy-w2", "uvicorn", "uvicorn-2", "hypercorn")
 
 
 def command(kind, app, port):
@@ -58,6 +59,9 @@ def command(kind, app, port):
         return ["bin/erlpy", "serve", app, "--bind", bind, "--python-path", "bench"]
     if kind == "erlpy-1":
         return ["bin/erlpy", "serve", app, "--bind", bind, "--python-path", "bench", "--contexts", "2"]
+    if kind == "erlpy-w2":
+        return ["bin/erlpy", "serve", app, "--bind", bind, "--python-path", "bench", "--contexts", "2",
+                "--workers", "2"]
     if kind.startswith("uvicorn"):
         cmd = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
                "--http", "httptools", "--no-access-log", "--log-level", "warning", "--app-dir", "bench"]
@@ -95,7 +99,8 @@ class Server:
     def cpu(self):
         """CPU seconds (user + system) of the server's processes so far."""
         ticks = 0
-        for pid in session_pids(self.proc.pid):
+        # erlpy's worker nodes run detached (their own session).
+        for pid in session_pids(self.proc.pid) + erlpy_workers(self.proc.pid):
             f = proc_stat(pid)
             if f:
                 ticks += int(f[11]) + int(f[12])

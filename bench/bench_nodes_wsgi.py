@@ -87,29 +87,11 @@ def session_cpu(sid):
     """CPU seconds of every process in the session.  erlpy's worker nodes are
     started detached (their own session): they are found by their name."""
     total = 0.0
-    for pid in bench_servers.session_pids(sid) + erlpy_workers(sid):
+    for pid in bench_servers.session_pids(sid) + bench_servers.erlpy_workers(sid):
         fields = bench_servers.proc_stat(pid)
         if fields:
             total += (int(fields[11]) + int(fields[12])) / TICK
     return total
-
-
-def erlpy_workers(sid):
-    """The worker nodes of the erlpy node in session `sid` (named erlpy_OSPID_...)."""
-    beams = [p for p in bench_servers.session_pids(sid) if bench_servers.comm(p) == "beam.smp"]
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % name, "rb") as f:
-                cmd = f.read().split(b"\0")
-        except OSError:
-            continue
-        for beam in beams:
-            if b"-sname" in cmd and cmd[cmd.index(b"-sname") + 1].startswith(b"erlpy_%d_" % beam):
-                out.append(int(name))
-    return out
 
 
 def rss_mb(pid):
@@ -150,7 +132,7 @@ def main():
                 cpu = session_cpu(proc.pid) - cpu0
                 results[(kind, path)] = (rps, cpu * 1000 / max(reqs, 1), errors)
             if kind == "erlpy":
-                workers = erlpy_workers(proc.pid)
+                workers = bench_servers.erlpy_workers(proc.pid)
                 print("  erlpy worker nodes' RSS after the runs: %s MB" %
                       ", ".join("%.1f" % rss_mb(p) for p in workers))
         finally:

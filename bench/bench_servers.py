@@ -72,6 +72,24 @@ def comm(pid):
         return ""
 
 
+def erlpy_workers(sid):
+    """The worker nodes of the erlpy node in session `sid` (named erlpy_OSPID_...)."""
+    beams = [p for p in session_pids(sid) if comm(p) == "beam.smp"]
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                cmd = f.read().split(b"\0")
+        except OSError:
+            continue
+        for beam in beams:
+            if b"-sname" in cmd and cmd[cmd.index(b"-sname") + 1].startswith(b"erlpy_%d_" % beam):
+                out.append(int(name))
+    return out
+
+
 def sample(pid):
     """{rss_mb, fds, threads} of one process, read from /proc/PID."""
     out = {}
