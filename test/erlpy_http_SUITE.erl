@@ -167,24 +167,8 @@ upload_chunked_1gib(Config) ->
     Out = curl("-H 'Transfer-Encoding: chunked' -T " ++ File ++ " " ++ url(Config, "/sha256")),
     ?assertEqual("1073741824 " ++ Hex, Out).
 
-%% 1 GiB of pseudo-random data and its sha256, made once per run.
 gib_file(Config) ->
-    File = filename:join(?config(priv_dir, Config), "gib.bin"),
-    case filelib:is_file(File) of
-        true -> ok;
-        false ->
-            Block = crypto:strong_rand_bytes(1 bsl 20),
-            {ok, F} = file:open(File, [write, raw, binary]),
-            Ctx = lists:foldl(fun(I, C) ->
-                                      B = <<I:32, Block/binary>>,
-                                      ok = file:write(F, binary:part(B, 0, 1 bsl 20)),
-                                      crypto:hash_update(C, binary:part(B, 0, 1 bsl 20))
-                              end, crypto:hash_init(sha256), lists:seq(1, 1024)),
-            ok = file:close(F),
-            ok = file:write_file(File ++ ".sha256", string:lowercase(binary:encode_hex(crypto:hash_final(Ctx))))
-    end,
-    {ok, Hex} = file:read_file(File ++ ".sha256"),
-    {File, binary_to_list(Hex)}.
+    erlpy_test:gib_file(?config(priv_dir, Config)).
 
 chunked_request_with_trailers(Config) ->
     S = connect(Config),

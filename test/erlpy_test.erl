@@ -2,7 +2,7 @@
 -module(erlpy_test).
 -export([start/1, stop/1, wait_until/1, wait_until/2, python_dir/0, rss/0,
          need_python_module/2, python_version/0, sanitized/0,
-         kill_os_group/1, curl_get/2]).
+         kill_os_group/1, curl_get/2, gib_file/1]).
 
 %% Starts erlpy with test/python on sys.path.
 start(Config) ->
@@ -72,3 +72,23 @@ kill_os_group(File) ->
 %% The body of GET http://127.0.0.1:Port/Path, by curl ("" when it fails).
 curl_get(Port, Path) ->
     os:cmd("curl -s --max-time 60 http://127.0.0.1:" ++ integer_to_list(Port) ++ Path).
+
+%% A 1 GiB file of pseudo-random data in Dir and its sha256 (hex), made
+%% once per run; suites delete Dir/gib.bin at their end (the disk is shared).
+gib_file(Dir) ->
+    File = filename:join(Dir, "gib.bin"),
+    case filelib:is_file(File) of
+        true -> ok;
+        false ->
+            Block = crypto:strong_rand_bytes(1 bsl 20),
+            {ok, F} = file:open(File, [write, raw, binary]),
+            Ctx = lists:foldl(fun(I, C) ->
+                                      B = binary:part(<<I:32, Block/binary>>, 0, 1 bsl 20),
+                                      ok = file:write(F, B),
+                                      crypto:hash_update(C, B)
+                              end, crypto:hash_init(sha256), lists:seq(1, 1024)),
+            ok = file:close(F),
+            ok = file:write_file(File ++ ".sha256", string:lowercase(binary:encode_hex(crypto:hash_final(Ctx))))
+    end,
+    {ok, Hex} = file:read_file(File ++ ".sha256"),
+    {File, binary_to_list(Hex)}.

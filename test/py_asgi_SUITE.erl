@@ -490,24 +490,8 @@ sha256_file(File) ->
     {ok, Out} = {ok, os:cmd("sha256sum " ++ File)},
     hd(string:lexemes(Out, " ")).
 
-%% 1 GiB of pseudo-random data and its sha256, made once per run.
 gib_file(Config) ->
-    File = filename:join(?config(priv_dir, Config), "gib.bin"),
-    case filelib:is_file(File) of
-        true -> ok;
-        false ->
-            Block = crypto:strong_rand_bytes(1 bsl 20),
-            {ok, F} = file:open(File, [write, raw, binary]),
-            Ctx = lists:foldl(fun(I, C) ->
-                                      B = binary:part(<<I:32, Block/binary>>, 0, 1 bsl 20),
-                                      ok = file:write(F, B),
-                                      crypto:hash_update(C, B)
-                              end, crypto:hash_init(sha256), lists:seq(1, 1024)),
-            ok = file:close(F),
-            ok = file:write_file(File ++ ".sha256", string:lowercase(binary:encode_hex(crypto:hash_final(Ctx))))
-    end,
-    {ok, Hex} = file:read_file(File ++ ".sha256"),
-    {File, binary_to_list(Hex)}.
+    erlpy_test:gib_file(?config(priv_dir, Config)).
 
 %% One response off a socket: {ok, {Status, Headers, Body}} (Content-Length
 %% or chunked framing; interim 1xx skipped).
