@@ -8,29 +8,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nodes_bench import burn  # noqa: E402
+from port_echo import serve  # noqa: E402  (the {packet, 4} loop)
 
 
-def read_exactly(fd, n):
-    out = b""
-    while len(out) < n:
-        chunk = os.read(fd, n - len(out))
-        if not chunk:
-            return None
-        out += chunk
-    return out
+def answer(body):
+    return struct.pack(">I", burn(struct.unpack(">I", body)[0]) & 0xFFFFFFFF)
 
 
 def main():
-    fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
-    while True:
-        header = read_exactly(fd_in, 4)
-        if header is None:
-            return
-        body = read_exactly(fd_in, struct.unpack(">I", header)[0])
-        if body is None:
-            return
-        r = burn(struct.unpack(">I", body)[0]) & 0xFFFFFFFF
-        os.write(fd_out, struct.pack(">II", 4, r))
+    serve(answer)
 
 
 if __name__ == "__main__":

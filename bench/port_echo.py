@@ -100,7 +100,9 @@ def write_all(fd, data):
         view = view[os.write(fd, view):]
 
 
-def main():
+def serve(answer):
+    """Answers {packet, 4} requests from stdin on stdout, each with
+    answer(request) (bytes), until stdin closes."""
     fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
     while True:
         header = read_exactly(fd_in, 4)
@@ -109,8 +111,12 @@ def main():
         request = read_exactly(fd_in, _uint32.unpack(header)[0])
         if request is None:
             return
-        reply = handle(request)
+        reply = answer(request)
         write_all(fd_out, _uint32.pack(len(reply)) + reply)
+
+
+def main():
+    serve(handle)
 
 
 if __name__ == "__main__":
