@@ -1,0 +1,15 @@
+%% @doc A Common Test hook that prints every failed case, with its reason,
+%% to the console as it happens, so a CI log that shows only the tail of a
+%% run still names what failed (make test-ct, make test-asan).
+-module(erlpy_ct_failures).
+
+-export([init/2, on_tc_fail/4]).
+
+-spec init(term(), term()) -> {ok, undefined}.
+init(_Id, _Opts) ->
+    {ok, undefined}.
+
+-spec on_tc_fail(module(), atom() | tuple(), term(), State) -> State.
+on_tc_fail(Suite, Case, Reason, State) ->
+    io:format(user, "~n*** FAILED ~p:~p~n~P~n", [Suite, Case, Reason, 40]),
+    State.
