@@ -95,6 +95,7 @@ bench-asgi: build
 bench-nodes: build
 	@mkdir -p bench/ebin
 	@erlc -o bench/ebin bench/bench_lib.erl bench/bench_nodes.erl
+	@$(CC) -O2 $$($(PYTHON)-config --cflags --embed) bench/shared_python.c -o bench/ebin/shared_python $$($(PYTHON)-config --ldflags --embed)
 	@erl -noshell -sname bench_nodes_$$$$ $(ERL_PATH) -pa bench/ebin -s bench_nodes main
 	@$(PYTHON) bench/bench_nodes_wsgi.py
 soak: build

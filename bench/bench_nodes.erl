@@ -6,8 +6,10 @@
 %%    BENCH_SECONDS (default 5) each way: local contexts (one interpreter,
 %%    one GIL), `worker_nodes' (2 worker nodes), and two Python processes
 %%    behind ports (bench/port_burn.py, 4-byte requests: the cheapest
-%%    possible transport).  Calls/s, the ratios, and CPU ms per call (all
-%%    the OS processes involved, from /proc).
+%%    possible transport), run by /usr/bin/python3 and again by
+%%    bench/shared_python.c (the shared libpython erlpy embeds).  Calls/s,
+%%    the ratios, and CPU ms per call (all the OS processes involved, from
+%%    /proc); then how fast each interpreter runs burn/1 on its own.
 %% 2. A 256 MiB stream (BENCH_STREAM_MB) written into a py_buffer and read
 %%    to its end by Python, locally and on a worker node: MB/s, the peak RSS
 %%    of this node and of the worker node meanwhile.
@@ -32,42 +34,78 @@ run() ->
     {ok, _} = application:ensure_all_started(erlpy),
     Seconds = list_to_integer(os:getenv("BENCH_SECONDS", "5")),
     Workers = [list_to_integer(P) || {_, P} <- py_nodes:os_pids(py_nodes)],
-    {ok, N} = py:call(nodes_bench, calibrate, [2]),
-    io:format("bench_nodes: ~b CPUs, load ~s; burn(~b) is about 2 ms; ~b callers, ~b s each~n",
+    %% The fastest of 5 calibrations: a busy moment makes one too short.
+    N = lists:max([element(2, py:call(nodes_bench, calibrate, [2])) || _ <- lists:seq(1, 5)]),
+    io:format("bench_nodes: ~b CPUs, load ~s; burn(~b) is about 2 ms; ~b callers, "
+              "~b rounds of 1 s each way, taken in turn~n",
               [erlang:system_info(logical_processors_available), loadavg(), N, ?PROCS, Seconds]),
     Me = list_to_integer(os:getpid()),
-    Local = measure(fun() -> {ok, _} = py:call(nodes_bench, burn, [N]) end, [Me], Seconds),
-    Nodes = measure(fun() -> {ok, _} = py:call(worker_nodes, nodes_bench, burn, [N]) end,
-                    [Me | Workers], Seconds),
-    {Ports, PortPids} = ports(Bench),
-    %% The least busy port, as worker_nodes picks the least busy node.
-    Busy = atomics:new(2, []),
-    PortCall = fun() ->
-                       I = case atomics:get(Busy, 1) =< atomics:get(Busy, 2) of true -> 1; false -> 2 end,
-                       atomics:add(Busy, I, 1),
-                       P = lists:nth(I, Ports),
-                       P ! {call, self(), N},
-                       receive {P, _} -> atomics:sub(Busy, I, 1) end
-               end,
-    Portsr = measure(PortCall, [Me | PortPids], Seconds),
-    [P ! stop || P <- Ports],
-    row("local contexts (one GIL)", Local, Local, Portsr),
-    row("2 worker nodes", Nodes, Local, Portsr),
-    row("2 Python processes (ports)", Portsr, Local, Portsr),
+    Static = os:getenv("PYTHON", "/usr/bin/python3"),
+    Shared = filename:join(filename:dirname(code:which(?MODULE)), "shared_python"),
+    Ports = [{"2 Python processes (ports)", Static} |
+             [{"  the same, shared libpython", Shared} || filelib:is_regular(Shared)]],
+    Modes = [{"local contexts (one GIL)", fun() -> {ok, _} = py:call(nodes_bench, burn, [N]) end, [Me]},
+             {"2 worker nodes", fun() -> {ok, _} = py:call(worker_nodes, nodes_bench, burn, [N]) end,
+              [Me | Workers]}
+             | [ports(Label, Python, Bench, N, Me) || {Label, Python} <- Ports]],
+    %% Round by round, so that the shared machine's load changes fall on
+    %% every way alike; the ratios are of the totals, and their spread over
+    %% the rounds is shown beside them.
+    Rounds = [[measure(Call, Pids) || {_, Call, Pids} <- Modes] || _ <- lists:seq(1, Seconds)],
+    [{_, _, _, Local}, {_, _, _, Nodes} | _] = Totals =
+        [{Label, Pids, Sums, total(Sums)} || {{Label, _, Pids}, Sums} <- lists:zip(Modes, transpose(Rounds))],
+    Portsr = element(4, lists:nth(3, Totals)),
+    [row(Label, Total, Local, Portsr) || {Label, _, _, Total} <- Totals],
+    [split(Label, Sums) || {Label, _, Sums, _} <- Totals],
+    Spread = fun(I, J) ->
+                     Rs = lists:sort([rate(lists:nth(I, R)) / rate(lists:nth(J, R)) || R <- Rounds]),
+                     io_lib:format("~.2f-~.2f", [hd(Rs), lists:last(Rs)])
+             end,
+    io:format("  per round: worker nodes ~sx one GIL, ~sx ports~s~n",
+              [Spread(2, 1), Spread(2, 3),
+               [io_lib:format(", ~sx ports running the shared libpython", [Spread(2, 4)]) || length(Modes) > 3]]),
+    length(Modes) > 3 andalso
+        io:format("  2 worker nodes against ports running the shared libpython: ~.2fx~n",
+                  [element(1, Nodes) / element(1, element(4, lists:nth(4, Totals)))]),
+    interpreters(N, Bench, [Python || {_, Python} <- Ports]),
     stream(),
     memory(Workers),
     ok = application:stop(erlpy).
 
-%% {Calls per second, CPU ms per call} of ?PROCS processes calling Call.
-measure(Call, Pids, Seconds) ->
-    Cpu0 = cpu(Pids),
+transpose([[] | _]) -> [];
+transpose(Rows) -> [[hd(R) || R <- Rows] | transpose([tl(R) || R <- Rows])].
+
+%% One round (1 s) of ?PROCS processes calling Call: {Calls, Elapsed ms,
+%% the CPU ms each of Pids spent meanwhile, by thread kind}.
+measure(Call, Pids) ->
+    Cpu0 = [threads(P) || P <- Pids],
     T0 = erlang:monotonic_time(millisecond),
-    Deadline = T0 + Seconds * 1000,
+    Deadline = T0 + 1000,
     Self = self(),
     [spawn_link(fun() -> Self ! {done, loop(Call, Deadline, 0)} end) || _ <- lists:seq(1, ?PROCS)],
     Calls = lists:sum([receive {done, C} -> C end || _ <- lists:seq(1, ?PROCS)]),
     Elapsed = erlang:monotonic_time(millisecond) - T0,
-    {Calls * 1000 / Elapsed, (cpu(Pids) - Cpu0) / Calls}.
+    {Calls, Elapsed, [maps:map(fun(K, V) -> V - maps:get(K, C0, 0) end, threads(P))
+                      || {P, C0} <- lists:zip(Pids, Cpu0)]}.
+
+rate({Calls, Elapsed, _}) -> Calls * 1000 / Elapsed.
+
+%% {Calls per second, CPU ms per call} over the rounds.
+total(Sums) ->
+    Calls = lists:sum([C || {C, _, _} <- Sums]),
+    Cpu = lists:sum([V || {_, _, Ms} <- Sums, M <- Ms, V <- maps:values(M)]),
+    {Calls * 1000 / lists:sum([E || {_, E, _} <- Sums]), Cpu / Calls}.
+
+%% The CPU per call by thread kind, this node's (the first pid) apart from
+%% the other processes'.
+split(Label, Sums) ->
+    Calls = lists:sum([C || {C, _, _} <- Sums]),
+    Merge = fun(Ms) -> lists:foldl(fun(M, A) -> maps:merge_with(fun(_, X, Y) -> X + Y end, M, A) end, #{}, Ms) end,
+    Show = fun(M) -> lists:join(", ", [io_lib:format("~s ~.2f", [K, V / Calls]) || {K, V} <- lists:sort(maps:to_list(M))]) end,
+    Here = Merge([hd(Ms) || {_, _, Ms} <- Sums]),
+    Others = Merge([M || {_, _, [_ | Ms]} <- Sums, M <- Ms]),
+    io:format("    ~s, CPU ms/call by thread: this node ~s; the others ~s~n",
+              [string:trim(Label), Show(Here), Show(Others)]).
 
 loop(Call, Deadline, N) ->
     case erlang:monotonic_time(millisecond) < Deadline of
@@ -79,10 +117,11 @@ row(Label, {Rate, Cpu}, {Local, _}, {Ports, _}) ->
     io:format("  ~-30s ~8.1f calls/s  ~5.2fx one GIL  ~5.2fx ports  ~6.2f CPU ms/call~n",
               [Label, Rate, Rate / Local, Rate / Ports, Cpu]).
 
-%% Two Python processes behind ports, each owned by a process that runs one
-%% request at a time.
-ports(Bench) ->
-    Python = os:getenv("PYTHON", "/usr/bin/python3"),
+%% Two Python processes (Python, the interpreter's path) behind ports, each
+%% owned by a process that runs one request at a time; the least busy port
+%% takes each call, as worker_nodes picks the least busy node.  A mode:
+%% {Label, the call, the OS pids to count}.
+ports(Label, Python, Bench, N, Me) ->
     Script = filename:join(Bench, "port_burn.py"),
     Self = self(),
     Owners = [spawn_link(fun() ->
@@ -92,26 +131,72 @@ ports(Bench) ->
                                  Self ! {os_pid, self(), OsPid},
                                  port_loop(Port)
                          end) || _ <- [1, 2]],
-    {Owners, [receive {os_pid, O, P} -> P end || O <- Owners]}.
+    OsPids = [receive {os_pid, O, P} -> P end || O <- Owners],
+    Busy = atomics:new(2, []),
+    Call = fun() ->
+                   I = case atomics:get(Busy, 1) =< atomics:get(Busy, 2) of true -> 1; false -> 2 end,
+                   atomics:add(Busy, I, 1),
+                   P = lists:nth(I, Owners),
+                   P ! {call, self(), N},
+                   receive {P, _} -> atomics:sub(Busy, I, 1) end
+           end,
+    {Label, Call, [Me | OsPids]}.
 
 port_loop(Port) ->
     receive
         {call, From, N} ->
             true = port_command(Port, <<N:32>>),
             receive {Port, {data, R}} -> From ! {self(), R} end,
-            port_loop(Port);
-        stop ->
-            port_close(Port)
+            port_loop(Port)
     end.
 
-%% utime + stime of these OS processes, in ms.
-cpu(Pids) ->
-    lists:sum([begin
-                   {ok, Stat} = file:read_file("/proc/" ++ integer_to_list(P) ++ "/stat"),
-                   [_, After] = binary:split(Stat, <<")">>),
-                   Fields = string:lexemes(binary_to_list(After), " "),
-                   (list_to_integer(lists:nth(12, Fields)) + list_to_integer(lists:nth(13, Fields))) * 10
-               end || P <- Pids]).
+%% How fast each interpreter runs burn/1: the n that takes 2 ms of thread
+%% CPU in each (the best of 5 calibrations), against the embedded one's.
+%% The ratio is what the interpreter's build alone is worth, before any
+%% transport.
+interpreters(N, Bench, Pythons) ->
+    Embedded = N,
+    Code = "import sys; sys.path.insert(0, sys.argv[1]); import nodes_bench; "
+           "print(max(nodes_bench.calibrate(2) for _ in range(5)))",
+    io:format("  burn/1 iterations per 2 ms of CPU: embedded (erlpy) ~b", [Embedded]),
+    [begin
+         Port = open_port({spawn_executable, P}, [{args, ["-c", Code, Bench]}, exit_status, binary]),
+         Out = collect(Port, <<>>),
+         Iter = binary_to_integer(string:trim(Out)),
+         io:format(", ~s ~b (~.2fx)", [filename:basename(P), Iter, Iter / Embedded])
+     end || P <- Pythons],
+    io:format("~n").
+
+collect(Port, Acc) ->
+    receive
+        {Port, {data, D}} -> collect(Port, <<Acc/binary, D/binary>>);
+        {Port, {exit_status, 0}} -> Acc
+    end.
+
+%% CPU ms of OS process P so far, by thread kind: BEAM schedulers (normal
+%% and dirty), erlpy's Python workers, the rest.
+threads(P) ->
+    Dir = "/proc/" ++ integer_to_list(P) ++ "/task/",
+    {ok, Tasks} = file:list_dir(Dir),
+    lists:foldl(fun(T, Acc) ->
+                        case {file:read_file(Dir ++ T ++ "/comm"), file:read_file(Dir ++ T ++ "/stat")} of
+                            {{ok, Comm}, {ok, Stat}} ->
+                                maps:update_with(kind(Comm), fun(V) -> V + ticks(Stat) end, ticks(Stat), Acc);
+                            _ -> Acc  % the thread ended meanwhile
+                        end
+                end, #{}, Tasks).
+
+kind(Comm) ->
+    case binary:match(Comm, [<<"sch">>, <<"erlpy-w">>]) of
+        {_, 3} -> schedulers;
+        {_, 7} -> python;
+        nomatch -> other
+    end.
+
+ticks(Stat) ->
+    [_, After] = binary:split(Stat, <<")">>),
+    Fields = string:lexemes(binary_to_list(After), " "),
+    (list_to_integer(lists:nth(12, Fields)) + list_to_integer(lists:nth(13, Fields))) * 10.
 
 stream() ->
     MB = list_to_integer(os:getenv("BENCH_STREAM_MB", "256")),
