@@ -18,8 +18,10 @@ init([]) ->
     Asgi = #{id => py_asgi, start => {py_asgi, start_link, []}, shutdown => 15000},
     Http = #{id => erlpy_http_sup, start => {erlpy_http_sup, start_link, []},
              type => supervisor, shutdown => infinity},
+    %% Calls from front nodes, when this node serves as a worker node.
+    CallServer = #{id => py_nodes_server, start => {py_nodes_server, start_link, []}},
     %% Worker nodes (docs/nodes.md): started before the servers, stopped after.
     Nodes = #{id => py_nodes, shutdown => 60000,
               start => {py_nodes, start_link,
                         [#{name => py_nodes, count => application:get_env(erlpy, worker_nodes, 0)}]}},
-    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Reaper, PythonLog, Nodes, Asgi, Http]}}.
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, [Reaper, PythonLog, CallServer, Nodes, Asgi, Http]}}.

@@ -9,14 +9,15 @@
 %% `erlpy_http' starts pools of its own for `worker_nodes => N'.  A node
 %% started separately joins with `add/1' and leaves with `remove/1'.
 %%
-%% The live nodes of a pool are rows `{Index, Node, Busy}' of a public ETS
-%% table named after the pool (`Busy': a counter of calls in flight), so
-%% callers pick a node without asking the pool process.  See docs/nodes.md.
+%% The live nodes of a pool are rows `{Index, Node, Busy, Link}' of a
+%% public ETS table named after the pool (`Busy': a counter of calls in
+%% flight; `Link': the `py_nodes_link' that carries calls there), so callers
+%% pick a node without asking the pool process.  See docs/nodes.md.
 -module(py_nodes).
 -behaviour(gen_server).
 
 -export([start_link/1, add/1, add/2, remove/1, remove/2, nodes/0, nodes/1, os_pids/1,
-         call/4, serve_call/6, foreign_handle/1]).
+         call/4, foreign_handle/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -type pool() :: atom().
@@ -32,6 +33,7 @@
                node :: node(),
                peer :: pid() | undefined,      %% undefined: added, not ours
                state :: starting | up | recycling | down,
+               link :: pid() | undefined,       %% py_nodes_link, while up
                up_at = 0 :: integer(),           %% monotonic ms
                delay = 200 :: pos_integer()}).   %% before the next restart
 -record(state, {name :: pool(),
@@ -86,7 +88,7 @@ nodes() -> ?MODULE:nodes(py_nodes).
 %% @doc The live worker nodes of `Pool', by index.
 -spec nodes(pool()) -> [{pos_integer(), node()}].
 nodes(Pool) ->
-    try lists:sort([{I, N} || {I, N, _} <- ets:tab2list(Pool)])
+    try lists:sort([{I, N} || {I, N, _, _} <- ets:tab2list(Pool)])
     catch error:badarg -> []
     end.
 
@@ -101,11 +103,11 @@ os_pids(Pool) ->
 -spec call(target(), term(), timeout(), map()) -> term().
 call(Target, Request, Timeout, Options) ->
     case pick(Target) of
-        {ok, Node, Busy} ->
+        {ok, Node, Busy, Link} ->
             case py_nodes_buffer:relay_args(Node, Request) of
                 {ok, Request1, Relays} ->
                     counters:add(Busy, 1, 1),
-                    try remote(Node, ctx(Target), Request1, Timeout, Options)
+                    try remote(Node, Link, ctx(Target), Request1, Timeout, Options)
                     after
                         counters:sub(Busy, 1, 1),
                         py_nodes_buffer:release(Relays)
@@ -134,7 +136,7 @@ foreign_handle(Request) ->
     end.
 
 first_worker([Node | Rest]) ->
-    case catch ets:match(py_nodes, {'_', Node, '_'}) of
+    case catch ets:match(py_nodes, {'_', Node, '_', '_'}) of
         [_ | _] -> Node;
         _ -> first_worker(Rest)
     end;
@@ -146,74 +148,39 @@ first_worker([]) ->
 pick(worker_nodes) ->
     case catch ets:tab2list(py_nodes) of
         [_ | _] = Rows ->
-            {_, {_, Node, Busy}} = lists:min([{counters:get(B, 1), R} || {_, _, B} = R <- Rows]),
-            {ok, Node, Busy};
+            {_, {_, Node, Busy, Link}} = lists:min([{counters:get(B, 1), R} || {_, _, B, _} = R <- Rows]),
+            {ok, Node, Busy, Link};
         _ -> {error, no_worker_nodes}
     end;
 pick({Pool, Index, _Ctx}) ->
     case catch ets:lookup(Pool, Index) of
-        [{_, Node, Busy}] -> {ok, Node, Busy};
+        [{_, Node, Busy, Link}] -> {ok, Node, Busy, Link};
         _ -> {error, no_worker_nodes}
     end.
 
 ctx({_, _, Ctx}) -> Ctx;
 ctx(worker_nodes) -> 0.
 
-%% The call runs in a process on the worker node, which monitors us (our
-%% death cancels the job there); we monitor it, so the node's death ends
-%% the wait at once.
-remote(Node, Ctx, Request, Timeout, Options) ->
-    Ref = make_ref(),
-    {Pid, Mon} = spawn_monitor(Node, ?MODULE, serve_call, [self(), Ref, Ctx, Request, Timeout, Options]),
+%% The call goes through the node's link (py_nodes_link), which watches
+%% us for the worker node; the reply comes straight back to our alias.  The
+%% link's end (its node or call server gone) ends the wait at once.
+remote(Node, Link, Ctx, Request, Timeout, Options) ->
+    Alias = erlang:monitor(process, Link, [{alias, reply_demonitor}]),
+    Link ! {call, self(), Alias, Ctx, Request, Timeout, Options},
     Wait = case Timeout of infinity -> infinity; _ -> Timeout + ?MARGIN end,
     receive
-        {Ref, Reply} ->
-            erlang:demonitor(Mon, [flush]),
+        {Alias, Reply} ->
+            Link ! {done, Alias},
             Reply;
-        {'DOWN', Mon, process, Pid, Reason} when Reason =:= noconnection; Reason =:= noproc ->
-            {error, {node_down, Node}};
-        {'DOWN', Mon, process, Pid, Reason} ->
-            {error, {worker_exit, Reason}}
+        {'DOWN', Alias, process, _, {server_down, _, Reason}} ->
+            {error, {worker_exit, Reason}};
+        {'DOWN', Alias, process, _, _} ->
+            {error, {node_down, Node}}
     after Wait ->
-            exit(Pid, kill),
-            erlang:demonitor(Mon, [flush]),
-            receive {Ref, Reply} -> Reply after 0 -> {error, timeout} end
+            erlang:demonitor(Alias, [flush]),
+            Link ! {cancel, Alias},
+            receive {Alias, Reply} -> Reply after 0 -> {error, timeout} end
     end.
-
-%% @private
-%% @doc On the worker node: runs the request in a process of its own, and
-%% kills it (cancelling the Python job) if the caller dies first.  A result
-%% holding opaque handles keeps them alive here as long as the caller lives,
-%% so they can be passed back to this node.
--spec serve_call(pid(), reference(), non_neg_integer(), term(), timeout(), map()) -> ok.
-serve_call(Caller, Ref, Ctx, Request, Timeout, Options) ->
-    CMon = erlang:monitor(process, Caller),
-    Self = self(),
-    Target = case Ctx of 0 -> any; _ -> py:context(Ctx) end,
-    {Runner, RMon} = spawn_monitor(fun() ->
-                                           Self ! {self(), py:run(Target, Request, Options#{timeout => Timeout})}
-                                   end),
-    receive
-        {Runner, Reply} ->
-            erlang:demonitor(RMon, [flush]),
-            Caller ! {Ref, Reply},
-            case has_local_ref(Reply) of
-                true -> receive {'DOWN', CMon, process, _, _} -> ok end;
-                false -> ok
-            end;
-        {'DOWN', RMon, process, _, Reason} ->
-            Caller ! {Ref, {error, {worker_exit, Reason}}},
-            ok;
-        {'DOWN', CMon, process, _, _} ->
-            exit(Runner, kill),
-            ok
-    end.
-
-has_local_ref(T) when is_reference(T) -> node(T) =:= node();
-has_local_ref(T) when is_tuple(T) -> has_local_ref(tuple_to_list(T));
-has_local_ref([H | T]) -> has_local_ref(H) orelse has_local_ref(T);
-has_local_ref(T) when is_map(T) -> has_local_ref(maps:to_list(T));
-has_local_ref(_) -> false.
 
 %% ------------------------------------------------------------------ the pool
 
@@ -304,8 +271,31 @@ setup_node(Node, #state{app_env = Env, setup = Setup}) ->
 
 up(#slot{index = I, node = Node} = Slot, #state{name = Name, slots = Slots} = S) ->
     erlang:monitor_node(Node, true),
-    true = ets:insert(Name, {I, Node, counters:new(1, [write_concurrency])}),
-    S#state{slots = Slots#{I => Slot#slot{state = up, up_at = erlang:monotonic_time(millisecond)}}}.
+    Link = py_nodes_link:start_link(Node),
+    true = ets:insert(Name, {I, Node, counters:new(1, [write_concurrency]), Link}),
+    S#state{slots = Slots#{I => Slot#slot{state = up, link = Link,
+                                          up_at = erlang:monotonic_time(millisecond)}}}.
+
+%% A link that ended while its node is up (its call server restarting)
+%% is started again after a pause; calls meanwhile find the node gone.
+link_ended(Link, #state{name = Name, slots = Slots} = S) ->
+    case [Slot || #slot{link = L} = Slot <- maps:values(Slots), L =:= Link] of
+        [#slot{index = I, state = St} = Slot] when St =:= up; St =:= recycling ->
+            ets:delete(Name, I),
+            erlang:send_after(100, self(), {relink, I}),
+            S#state{slots = Slots#{I := Slot#slot{link = undefined}}};
+        [#slot{index = I} = Slot] ->
+            S#state{slots = Slots#{I := Slot#slot{link = undefined}}};
+        [] ->
+            S
+    end.
+
+%% The slot's link goes: it ends once the calls in flight are done.
+retire(#slot{link = Link}) when is_pid(Link) ->
+    unlink(Link),
+    Link ! retire;
+retire(_) ->
+    ok.
 
 %% @private
 -spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
@@ -332,8 +322,9 @@ handle_call({add, Node}, _From, #state{slots = Slots} = S) ->
     end;
 handle_call({remove, Node}, _From, #state{name = Name, slots = Slots} = S) ->
     case [Slot || #slot{node = N} = Slot <- maps:values(Slots), N =:= Node] of
-        [#slot{index = I, peer = Peer}] ->
+        [#slot{index = I, peer = Peer} = Slot] ->
             ets:delete(Name, I),
+            retire(Slot),
             erlang:monitor_node(Node, false),
             is_pid(Peer) andalso stop_peer(Peer, Node, S),
             {reply, ok, S#state{slots = maps:remove(I, Slots)}};
@@ -380,10 +371,19 @@ handle_info({{started, I}, {started, _Node, Peer}}, #state{slots = Slots} = S) -
     end;
 handle_info({nodedown, Node}, S) ->
     {noreply, down(Node, S)};
-handle_info({'EXIT', Peer, _Reason}, #state{slots = Slots} = S) ->
-    case [Slot || #slot{peer = P} = Slot <- maps:values(Slots), P =:= Peer] of
+handle_info({'EXIT', Pid, _Reason}, #state{slots = Slots} = S) ->
+    case [Slot || #slot{peer = P} = Slot <- maps:values(Slots), P =:= Pid] of
         [#slot{node = Node}] -> {noreply, down(Node, S)};
-        [] -> {noreply, S}
+        [] -> {noreply, link_ended(Pid, S)}
+    end;
+handle_info({relink, I}, #state{name = Name, slots = Slots} = S) ->
+    case maps:find(I, Slots) of
+        {ok, #slot{state = St, link = undefined, node = Node} = Slot} when St =:= up; St =:= recycling ->
+            Link = py_nodes_link:start_link(Node),
+            true = ets:insert(Name, {I, Node, counters:new(1, [write_concurrency]), Link}),
+            {noreply, S#state{slots = Slots#{I := Slot#slot{link = Link}}}};
+        _ ->
+            {noreply, S}
     end;
 handle_info({restart, I}, #state{slots = Slots} = S) ->
     case maps:find(I, Slots) of

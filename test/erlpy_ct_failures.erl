@@ -1,6 +1,8 @@
 %% @doc A Common Test hook that prints every failed case, with its reason,
-%% to the console as it happens, so a CI log that shows only the tail of a
-%% run still names what failed (make test-ct, make test-asan).
+%% to the console as it happens.  scripts/test-asan runs the suites with
+%% ct:run_test/1, which prints only counts: with this, a CI log that shows
+%% the tail of the run still names what failed.  (rebar3 ct prints
+%% failures itself.)
 -module(erlpy_ct_failures).
 
 -export([init/2, on_tc_fail/4]).

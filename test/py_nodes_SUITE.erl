@@ -11,6 +11,7 @@ all() ->
      errors_options_and_conversions_cross,
      handles_work_on_their_node_only,
      a_dead_callers_job_is_cancelled_on_the_worker_node,
+     call_server_death_fails_calls_in_flight_and_passes,
      buffer_streamed_to_a_worker_node_arrives_intact,
      writer_death_crosses_nodes,
      abort_crosses_nodes,
@@ -108,7 +109,7 @@ least_busy_node_takes_the_call(_) ->
     false = is_process_alive(Busy).
 
 busy(I) ->
-    [Busy] = [counters:get(C, 1) || {J, _, C} <- ets:tab2list(py_nodes), J =:= I],
+    [Busy] = [counters:get(C, 1) || {J, _, C, _} <- ets:tab2list(py_nodes), J =:= I],
     Busy.
 
 errors_options_and_conversions_cross(_) ->
@@ -151,6 +152,22 @@ a_dead_callers_job_is_cancelled_on_the_worker_node(_) ->
     erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>] end, 30000),
     exit(Caller, kill),
     erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>, <<"CallTimeout">>] end, 30000).
+
+%% The worker node's call server dies mid-call (its supervisor starts it
+%% again): the call in flight fails at once with worker_exit, its Python
+%% job is cancelled, and the node serves again.
+call_server_death_fails_calls_in_flight_and_passes(_) ->
+    Key = erlang:unique_integer([positive]),
+    [_, {2, Node}] = py_nodes:nodes(),
+    Self = self(),
+    spawn_link(fun() -> Self ! {slept, py:call(py:worker_node(2), nodes_helpers, sleep_noting, [60, Key], #{})} end),
+    Finished = fun() -> {ok, How} = py:call(py:worker_node(2), nodes_helpers, finished, [Key], #{}), How end,
+    erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>] end, 30000),
+    Server = erpc:call(Node, erlang, whereis, [py_nodes_server]),
+    true = erpc:call(Node, erlang, exit, [Server, kill]),
+    {error, {worker_exit, killed}} = receive {slept, R} -> R after 10000 -> error(call_not_ended) end,
+    erlpy_test:wait_until(fun() -> answers(2) andalso Finished() =:= [<<"started">>, <<"CallTimeout">>] end, 30000),
+    true = erpc:call(Node, erlang, whereis, [py_nodes_server]) =/= Server.
 
 %% ------------------------------------------------------------------ buffers
 
@@ -264,7 +281,12 @@ separately_started_node_joins_and_leaves(_) ->
         {ok, Pid} = py:eval(py:worker_node(3), <<"__import__('os').getpid()">>, #{}),
         true = integer_to_list(Pid) =:= erpc:call(Node, os, getpid, []),
         {ok, 7} = py:eval(py:worker_node(3), <<"3 + 4">>, #{}),
+        %% A call in flight when the node leaves the pool finishes.
+        Self = self(),
+        spawn_link(fun() -> Self ! {late, py:eval(py:worker_node(3), <<"__import__('time').sleep(0.5) or 8">>, #{})} end),
+        erlpy_test:wait_until(fun() -> busy(3) =:= 1 end, 10000),
         ok = py_nodes:remove(Node),
+        {ok, 8} = receive {late, L} -> L after 10000 -> error(late_call_lost) end,
         {error, not_found} = py_nodes:remove(Node),
         {error, no_worker_nodes} = py:eval(py:worker_node(3), <<"1">>, #{}),
         %% Removed, not stopped.
