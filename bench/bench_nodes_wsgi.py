@@ -2,17 +2,23 @@
 
 bin/erlpy serve --workers 2 against gunicorn with 2 sync workers and uWSGI
 with 2 processes, all serving bench/nodes_bench.py:app, with
-`wrk -t2 -c50 -dD` (after a 1 s warm-up) on two paths:
+`wrk -t2 -c50` on two paths:
 
     /burn  about 1 ms of pure Python per request (calibrated here)
     /      hello world
 
-Each server runs in its own session on a free port and is stopped by its
-process group.  Printed: requests/s, the ratios against gunicorn, the CPU
-per request of the whole session (every process of it, from /proc), and
-the RSS of each erlpy worker node after the run.
+erlpy-c2 is erlpy with `--contexts 2` (two Python threads per worker node
+instead of 8).  The servers all run at once, each in its own session on a
+free port (stopped by its process group), and are measured in turns: a
+round gives each server 1 s of warm-up and --duration seconds on each
+path, so that the shared machine's load changes fall on all of them
+alike.  Printed: requests/s over the rounds, the ratios against gunicorn
+(and their spread over the rounds), the CPU per request of the whole
+session (every process of it, from /proc), and the RSS of each erlpy
+worker node after the runs.
 
-    --duration SECONDS (default 5)   --servers erlpy,gunicorn,uwsgi
+    --duration SECONDS (default 3)   --rounds N (default 3)
+    --servers erlpy,erlpy-c2,gunicorn,uwsgi
 """
 import argparse
 import os
@@ -38,9 +44,10 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def command(kind, port):
     bind = "127.0.0.1:%d" % port
-    if kind == "erlpy":
+    if kind.startswith("erlpy"):
+        contexts = "2" if kind == "erlpy-c2" else CONTEXTS
         return [os.path.join(ROOT, "bin", "erlpy"), "serve", APP, "--bind", bind, "--workers", "2",
-                "--contexts", CONTEXTS, "--python-path", HERE]
+                "--contexts", contexts, "--python-path", HERE]
     if kind == "gunicorn":
         return ["gunicorn", "-w", "2", "-k", "sync", "-b", bind, "--chdir", HERE, APP]
     if kind == "uwsgi":
@@ -72,7 +79,7 @@ def start(kind, env):
 
 def stop(kind, proc):
     try:
-        os.killpg(proc.pid, signal.SIGTERM if kind == "erlpy" else signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGTERM if kind.startswith("erlpy") else signal.SIGINT)
         proc.wait(timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         pass
@@ -114,36 +121,52 @@ def wrk(port, path, duration):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=int, default=5)
-    ap.add_argument("--servers", default="erlpy,gunicorn,uwsgi")
+    ap.add_argument("--duration", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--servers", default="erlpy,erlpy-c2,gunicorn,uwsgi")
     args = ap.parse_args()
+    kinds = args.servers.split(",")
     n = nodes_bench.calibrate(1)
     env = dict(os.environ, ERLPY_BENCH_BURN_N=str(n),
                PYTHONPATH=os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p))
-    print("bench_nodes_wsgi: %s; /burn runs burn(%d), about 1 ms" % (bench_servers.describe(), n))
-    results = {}
-    for kind in args.servers.split(","):
-        proc, port, log = start(kind, env)
-        try:
-            for path in ("/burn", "/"):
-                wrk(port, path, 1)
-                cpu0 = session_cpu(proc.pid)
-                rps, reqs, errors = wrk(port, path, args.duration)
-                cpu = session_cpu(proc.pid) - cpu0
-                results[(kind, path)] = (rps, cpu * 1000 / max(reqs, 1), errors)
-            if kind == "erlpy":
-                workers = bench_servers.erlpy_workers(proc.pid)
-                print("  erlpy worker nodes' RSS after the runs: %s MB" %
-                      ", ".join("%.1f" % rss_mb(p) for p in workers))
-        finally:
+    print("bench_nodes_wsgi: %s; /burn runs burn(%d), about 1 ms; %d rounds of %d s" %
+          (bench_servers.describe(), n, args.rounds, args.duration))
+    servers = {}
+    # (kind, path) -> per round [(requests/s, requests, CPU s, errors)]
+    rounds = {(kind, path): [] for kind in kinds for path in ("/burn", "/")}
+    try:
+        for kind in kinds:
+            servers[kind] = start(kind, env)
+        for _ in range(args.rounds):
+            for kind in kinds:
+                proc, port, _ = servers[kind]
+                for path in ("/burn", "/"):
+                    wrk(port, path, 1)
+                    cpu0 = session_cpu(proc.pid)
+                    rps, reqs, errors = wrk(port, path, args.duration)
+                    rounds[(kind, path)].append((rps, reqs, session_cpu(proc.pid) - cpu0, errors))
+        for kind in kinds:
+            if kind.startswith("erlpy"):
+                workers = bench_servers.erlpy_workers(servers[kind][0].pid)
+                print("  %s worker nodes' RSS after the runs: %s MB" %
+                      (kind, ", ".join("%.1f" % rss_mb(p) for p in workers)))
+    finally:
+        for kind, (proc, _, log) in servers.items():
             stop(kind, proc)
             os.unlink(log)
     for path in ("/burn", "/"):
-        base = results.get(("gunicorn", path))
-        for kind in args.servers.split(","):
-            rps, cpu, errors = results[(kind, path)]
-            ratio = " %5.2fx gunicorn" % (rps / base[0]) if base else ""
-            print("  %-5s %-9s %8.0f req/s%s  %.3f CPU ms/req  %d errors" % (path, kind, rps, ratio, cpu, errors))
+        base = rounds.get(("gunicorn", path))
+        for kind in kinds:
+            rs = rounds[(kind, path)]
+            rps = sum(r[0] for r in rs) / len(rs)
+            cpu = sum(r[2] for r in rs) * 1000 / max(sum(r[1] for r in rs), 1)
+            ratio = ""
+            if base:
+                per = sorted(r[0] / b[0] for r, b in zip(rs, base))
+                ratio = " %5.2fx gunicorn (rounds %.2f-%.2f)" % (rps / (sum(b[0] for b in base) / len(base)),
+                                                                 per[0], per[-1])
+            print("  %-5s %-9s %8.0f req/s%s  %.3f CPU ms/req  %d errors" %
+                  (path, kind, rps, ratio, cpu, sum(r[3] for r in rs)))
 
 
 if __name__ == "__main__":
