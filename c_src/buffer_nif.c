@@ -9,6 +9,17 @@
 /* Binaries at least this big are kept by reference, not copied. */
 #define BORROW_MIN 2048
 
+/* The most buffer_take copies in one call (bounded NIF work). */
+#define TAKE_MAX (256 * 1024)
+
+static void notify_once(ErlNifEnv *caller_env, buffer_t *buf, notifier_t *n, const char *tag);
+
+/* Bytes arrived or the stream ended: an Erlang reader waiting is told. */
+static void notify_readable(ErlNifEnv *caller_env, buffer_t *buf)
+{
+    notify_once(caller_env, buf, &buf->readable, "py_buffer_readable");
+}
+
 static void buffer_dtor(ErlNifEnv *env, void *obj)
 {
     (void)env;
@@ -32,6 +43,7 @@ static void buffer_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor
     stream_info(buf->stream, &info);
     if (!info.eof)
         stream_abort(buf->stream, "writer_down");
+    notify_readable(env, buf);
 }
 
 int buffer_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags)
@@ -67,8 +79,9 @@ static int disarm(buffer_t *buf, notifier_t *n, notifier_t *out)
     return out->armed;
 }
 
-/* Sends {Tag, Token} once, if n is armed. */
-static void notify_once(buffer_t *buf, notifier_t *n, const char *tag)
+/* Sends {Tag, Token} once, if n is armed.  caller_env: the NIF's or
+ * callback's env, NULL on erlpy's own threads. */
+static void notify_once(ErlNifEnv *caller_env, buffer_t *buf, notifier_t *n, const char *tag)
 {
     notifier_t to;
     if (!disarm(buf, n, &to))
@@ -76,7 +89,7 @@ static void notify_once(buffer_t *buf, notifier_t *n, const char *tag)
     ErlNifEnv *msg_env = enif_alloc_env();
     if (!msg_env)
         return; /* the waiter's own timeout is its way out */
-    enif_send(NULL, &to.pid, msg_env,
+    enif_send(caller_env, &to.pid, msg_env,
               enif_make_tuple2(msg_env, enif_make_atom(msg_env, tag), enif_make_uint64(msg_env, to.token)));
     enif_free_env(msg_env);
 }
@@ -85,12 +98,12 @@ static void notify_once(buffer_t *buf, notifier_t *n, const char *tag)
 static void notify_drained(void *ctx)
 {
     buffer_t *buf = ctx;
-    notify_once(buf, &buf->drain, "py_buffer_drained");
+    notify_once(NULL, buf, &buf->drain, "py_buffer_drained");
 }
 
 void buffer_reading(buffer_t *buf)
 {
-    notify_once(buf, &buf->reading, "py_buffer_reading");
+    notify_once(NULL, buf, &buf->reading, "py_buffer_reading");
 }
 
 static int get_size_opt(ErlNifEnv *env, ERL_NIF_TERM opts, ERL_NIF_TERM key, size_t *out)
@@ -213,6 +226,7 @@ ERL_NIF_TERM buffer_write_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
                                         : stream_write(buf->stream, bin.data, bin.size);
     if (status != STREAM_OK)
         return status_error(env, status);
+    notify_readable(env, buf);
     /* A write costs about a microsecond: charge it, so a writing loop yields
      * like one doing other work. */
     (void)enif_consume_timeslice(env, 1);
@@ -269,6 +283,7 @@ ERL_NIF_TERM buffer_close_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     if (!buf)
         return enif_make_badarg(env);
     int status = stream_close(buf->stream);
+    notify_readable(env, buf);
     return status == STREAM_OK ? ATOMS.ok : status_error(env, status);
 }
 
@@ -281,7 +296,75 @@ ERL_NIF_TERM buffer_abort_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     if (!buf || enif_get_atom(env, argv[1], reason, sizeof reason, ERL_NIF_LATIN1) <= 0)
         return enif_make_badarg(env);
     stream_abort(buf->stream, reason);
+    notify_readable(env, buf);
     return ATOMS.ok;
+}
+
+/* What buffer_take answers when nothing is unread: eof (closed; the
+ * caller's own reader finds out whether it was closed short), the end of
+ * the stream as an error, or 0 while it is open. */
+static ERL_NIF_TERM take_end(ErlNifEnv *env, buffer_t *buf)
+{
+    stream_info_t i;
+    stream_info(buf->stream, &i);
+    if (i.aborted) {
+        char reason[64];
+        stream_abort_reason(buf->stream, reason, sizeof reason);
+        return erlpy_make_error(env, enif_make_tuple2(env, ATOMS.aborted, enif_make_atom(env, reason)));
+    }
+    if (i.reader_closed)
+        return erlpy_make_error(env, ATOMS.closed);
+    return i.eof ? ATOMS.eof : 0;
+}
+
+/* buffer_take(Buf, Max, Token) -> {ok, Binary} | eof | wait
+ *                                | {error, {aborted, Reason} | closed | busy}
+ * An Erlang process reading the buffer (py_nodes_buffer's relay to a worker
+ * node): takes up to Max unread bytes (at most TAKE_MAX), copied.  With
+ * nothing unread and the stream open, arms {py_buffer_readable, Token} for
+ * the caller, sent once bytes arrive or the stream ends, and answers wait.
+ * The message may come after all (a write that raced the check): a caller
+ * takes again on it and may get wait again.  busy: a Python reader is
+ * inside a read. */
+ERL_NIF_TERM buffer_take_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    buffer_t *buf = get_buffer(env, argv[0]);
+    ErlNifUInt64 max, token;
+    if (!buf || !enif_get_uint64(env, argv[1], &max) || max == 0 || !enif_get_uint64(env, argv[2], &token))
+        return enif_make_badarg(env);
+    if (max > TAKE_MAX)
+        max = TAKE_MAX;
+    if (stream_reader_enter(buf->stream) != STREAM_OK)
+        return erlpy_make_error(env, enif_make_atom(env, "busy"));
+    ERL_NIF_TERM result = 0;
+    for (int armed = 0; !result; armed = 1) {
+        size_t n = stream_unread(buf->stream);
+        if (n > 0) {
+            if (armed) {
+                notifier_t was;
+                disarm(buf, &buf->readable, &was);
+            }
+            ERL_NIF_TERM bin;
+            unsigned char *dst = enif_make_new_binary(env, n < max ? n : (size_t)max, &bin);
+            size_t got = stream_read(buf->stream, dst, n < max ? n : (size_t)max);
+            result = enif_make_tuple2(env, ATOMS.ok, enif_make_sub_binary(env, bin, 0, got));
+        } else if ((result = take_end(env, buf)) != 0) {
+            if (armed) {
+                notifier_t was;
+                disarm(buf, &buf->readable, &was);
+            }
+        } else if (armed) {
+            result = ATOMS.wait;
+        } else {
+            /* Armed first, then looked again: a write in between is seen
+             * here or sends the message. */
+            arm(env, buf, &buf->readable, token);
+        }
+    }
+    stream_reader_leave(buf->stream);
+    (void)enif_consume_timeslice(env, 1);
+    return result;
 }
 
 /* buffer_info(Buf) -> #{written, read_pos, unread, eof, aborted, ...} */

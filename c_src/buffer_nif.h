@@ -29,9 +29,11 @@ typedef struct {
                                * or built in a private env */
     ErlNifEnv *term_env;      /* holds wait_reply; set once */
     ErlNifMonitor monitor;    /* on the creating process; set once */
-    pthread_mutex_t lock;     /* guards drain and reading; a leaf lock */
+    pthread_mutex_t lock;     /* guards drain, reading and readable; a leaf lock */
     notifier_t drain;         /* a writer waits for {py_buffer_drained, Token} */
     notifier_t reading;       /* someone wants {py_buffer_reading, Token} */
+    notifier_t readable;      /* an Erlang reader (buffer_take) waits for
+                               * {py_buffer_readable, Token} */
 } buffer_t;
 
 /* A reader is about to wait for data: sends {py_buffer_reading, Token} once
@@ -68,6 +70,7 @@ ERL_NIF_TERM buffer_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
 ERL_NIF_TERM buffer_want_drain_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM buffer_cancel_drain_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM buffer_notify_read_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM buffer_take_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 #define BUFFER_NIFS                                           \
     {"buffer_new", 1, buffer_new_nif, 0},                     \
@@ -77,6 +80,7 @@ ERL_NIF_TERM buffer_notify_read_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     {"buffer_info", 1, buffer_info_nif, 0},                   \
     {"buffer_want_drain", 2, buffer_want_drain_nif, 0},       \
     {"buffer_cancel_drain", 1, buffer_cancel_drain_nif, 0},   \
-    {"buffer_notify_read", 2, buffer_notify_read_nif, 0},
+    {"buffer_notify_read", 2, buffer_notify_read_nif, 0},     \
+    {"buffer_take", 3, buffer_take_nif, 0},
 
 #endif

@@ -5,7 +5,7 @@
 
 -export([start/1, stop/0, submit/3, cancel/1, info/0]).
 -export([buffer_new/1, buffer_write/2, buffer_close/1, buffer_abort/2, buffer_info/1,
-         buffer_want_drain/2, buffer_cancel_drain/1, buffer_notify_read/2]).
+         buffer_want_drain/2, buffer_cancel_drain/1, buffer_notify_read/2, buffer_take/3]).
 -export([inbox_new/0, inbox_push/3]).
 
 -on_load(load/0).
@@ -73,6 +73,12 @@ buffer_cancel_drain(_Buf) -> erlang:nif_error(not_loaded).
 
 -spec buffer_notify_read(buffer(), non_neg_integer()) -> ok.
 buffer_notify_read(_Buf, _Token) -> erlang:nif_error(not_loaded).
+
+%% Reads a buffer from Erlang (a relay to a worker node): up to Max bytes,
+%% or `wait' and `{py_buffer_readable, Token}' once there is more to take.
+-spec buffer_take(buffer(), pos_integer(), non_neg_integer()) ->
+          {ok, binary()} | eof | wait | {error, {aborted, atom()} | closed | busy}.
+buffer_take(_Buf, _Max, _Token) -> erlang:nif_error(not_loaded).
 
 %% An event loop's inbox (c_src/asgi_inbox.c): py_asgi pushes work into it.
 -spec inbox_new() -> {ok, inbox()} | {error, enomem}.

@@ -7,10 +7,12 @@
 %%     `content_length', same seekability) that the call gets instead, and
 %%     writes into it what arrives; it is that buffer's writer, so its death
 %%     aborts it as a writer's death does;</li>
-%% <li>on this node, a proxy process submits `erlpy_nodes.forward' (a Python
-%%     reader of the original buffer, on any free worker), passes what it
-%%     reads to the relay, and feeds back one credit per piece the relay has
-%%     written (a window of `?WINDOW' pieces of `?CHUNK' bytes).</li>
+%% <li>on this node, a proxy process reads the original buffer itself
+%%     (`py_nif:buffer_take/3': no Python, no worker thread of this node
+%%     held) and passes the pieces to the relay, at most `?WINDOW' pieces of
+%%     `?CHUNK' bytes that the relay has not yet written (it acknowledges
+%%     each).  With nothing to read it waits in a receive for the buffer's
+%%     `{py_buffer_readable, Token}'.</li>
 %% </ul>
 %%
 %% End of data, an abort (or the writer's death) go the same way; a reader
@@ -21,8 +23,14 @@
 
 -export([relay_args/2, release/1, relay/2, proxy/4]).
 
--define(CHUNK, 65536).
+-define(CHUNK, 262144).
 -define(WINDOW, 8).
+
+-record(pump, {buf :: py_nif:buffer(),
+               relay :: pid(),
+               rmon :: reference(),
+               inflight = 0 :: non_neg_integer(),     %% pieces not acknowledged
+               reading = reading :: reading | {waiting, pos_integer()} | done}).
 
 %% @doc Replaces each local `py_buffer' in a request's arguments by a
 %% relayed buffer on `Node'.  A handle of a third node is refused.
@@ -86,8 +94,8 @@ start(Node, Buf, Acc) ->
 
 %% ------------------------------------------------------------------ this node
 
-%% @doc The proxy: starts the relay, then the Python reader, and passes
-%% messages between them until the stream or the call ends.
+%% @doc The proxy: starts the relay, then reads the buffer and passes the
+%% pieces on until the stream or the call ends.
 -spec proxy(pid(), node(), py_nif:buffer(), map()) -> ok.
 proxy(Caller, Node, Buf, Info) ->
     Opts = #{content_length => maps:get(content_length, Info),
@@ -96,54 +104,44 @@ proxy(Caller, Node, Buf, Info) ->
     {Relay, RMon} = spawn_monitor(Node, ?MODULE, relay, [self(), Opts]),
     receive
         {Relay, {ok, Remote}} ->
-            {ok, Acks} = py_buffer:new(),
-            case py:submit(any, erlpy_nodes, forward, [Buf, self(), Acks, ?CHUNK, ?WINDOW], #{}) of
-                {ok, Ref} ->
-                    Caller ! {self(), {ok, Remote}},
-                    proxy_loop(Buf, Acks, Relay, RMon, Ref, Node);
-                {error, _} = Error ->
-                    Caller ! {self(), Error}
-            end;
+            Caller ! {self(), {ok, Remote}},
+            pump(#pump{buf = Buf, relay = Relay, rmon = RMon});
         {'DOWN', RMon, process, Relay, _} ->
             Caller ! {self(), {error, {node_down, Node}}}
     end,
     ok.
 
-proxy_loop(Buf, Acks, Relay, RMon, Ref, Node) ->
-    proxy_loop(Buf, Acks, Relay, RMon, Ref, Node, running).
-
-proxy_loop(Buf, Acks, Relay, RMon, Ref, Node, Reader) ->
-    Loop = fun(R) -> proxy_loop(Buf, Acks, Relay, RMon, Ref, Node, R) end,
+%% Reads while the window has room and the stream goes on; then waits for
+%% an acknowledgement, the buffer's readable message or the end.
+pump(#pump{inflight = N, reading = reading} = P) when N < ?WINDOW ->
+    #pump{buf = Buf, relay = Relay} = P,
+    Token = erlang:unique_integer([positive]),
+    case py_nif:buffer_take(Buf, ?CHUNK, Token) of
+        {ok, Bin} -> Relay ! {data, Bin}, pump(P#pump{inflight = N + 1});
+        wait -> pump(P#pump{reading = {waiting, Token}});
+        eof -> Relay ! eof, pump(P#pump{reading = done});
+        {error, {aborted, Reason}} -> Relay ! {abort, Reason}, pump(P#pump{reading = done});
+        {error, Reason} -> Relay ! {abort, Reason}, pump(P#pump{reading = done})
+    end;
+pump(#pump{buf = Buf, relay = Relay, rmon = RMon, inflight = N, reading = Reading} = P) ->
     receive
-        {data, Bin} -> Relay ! {data, Bin}, Loop(Reader);
-        {eof} -> Relay ! eof, Loop(Reader);
-        {abort, Reason} -> Relay ! {abort, Reason}, Loop(Reader);
-        {Relay, ack} -> _ = py_buffer:write(Acks, <<1>>), Loop(Reader);
+        {py_buffer_readable, Token} ->
+            %% An older token's message (a write raced a take) is dropped.
+            pump(case Reading of {waiting, Token} -> P#pump{reading = reading}; _ -> P end);
+        {Relay, ack} ->
+            pump(P#pump{inflight = N - 1});
         {Relay, closed} ->
-            %% The reader on the worker node closed its buffer.
-            py_nif:buffer_abort(Buf, closed), Loop(Reader);
-        {Ref, _ForwardResult} ->
-            %% The reader here ended; wait for the relay or the call's end.
-            Loop(done);
-        {'DOWN', RMon, process, Relay, _} ->
+            %% The reader on the worker node closed its buffer: the writer
+            %% here gets {error, closed}.
             py_nif:buffer_abort(Buf, closed),
-            _ = py_buffer:close(Acks),
-            await_forwarder(Ref, Reader);
+            pump(P#pump{reading = done});
+        {'DOWN', RMon, process, Relay, _} ->
+            py_nif:buffer_abort(Buf, closed);
         call_done ->
             %% The call returned: nobody reads the relayed buffer any more.
             exit(Relay, kill),
-            py_nif:buffer_abort(Buf, closed),
-            _ = py_buffer:close(Acks),
-            await_forwarder(Ref, Reader)
+            py_nif:buffer_abort(Buf, closed)
     end.
-
-%% The job follows its caller (this process): wait for it to end so that
-%% it never runs on behalf of a process that is gone.  (The abort above
-%% ends its reads at once.)
-await_forwarder(_Ref, done) ->
-    ok;
-await_forwarder(Ref, running) ->
-    receive {Ref, _} -> ok after 5000 -> ok end.
 
 %% ------------------------------------------------------------------ the worker node
 

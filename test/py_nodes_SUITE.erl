@@ -13,6 +13,7 @@ all() ->
      a_dead_callers_job_is_cancelled_on_the_worker_node,
      call_server_death_fails_calls_in_flight_and_passes,
      buffer_streamed_to_a_worker_node_arrives_intact,
+     a_waiting_relayed_buffer_holds_no_thread_here,
      writer_death_crosses_nodes,
      abort_crosses_nodes,
      reader_closed_on_worker_node_fails_writes,
@@ -261,6 +262,20 @@ node_killed_mid_read_gives_clean_errors(_) ->
     %% The writer is told: nobody reads any more.
     erlpy_test:wait_until(fun() -> py_buffer:write(B, <<"more">>) =:= {error, closed} end, 10000),
     ok = wait_nodes(2).
+
+%% The relay reads the buffer here from Erlang: while the worker node
+%% waits for bytes, no Python thread of this node is busy.
+a_waiting_relayed_buffer_holds_no_thread_here(_) ->
+    {ok, B} = py_buffer:new(),
+    Self = self(),
+    spawn_link(fun() -> Self ! {read, py:call(py:worker_node(1), nodes_helpers, sha256_of, [B], #{})} end),
+    erlpy_test:wait_until(fun() -> busy(1) =:= 1 end),
+    timer:sleep(200),
+    0 = maps:get(busy, py_nif:info()),
+    ok = py_buffer:write(B, <<"late bytes">>),
+    ok = py_buffer:close(B),
+    Hex = string:lowercase(binary:encode_hex(crypto:hash(sha256, <<"late bytes">>))),
+    {ok, {Hex, 10, _}} = receive {read, R} -> R after 10000 -> error(no_digest) end.
 
 segfault_in_a_worker_node_leaves_this_node_up(_) ->
     [{1, Node} | _] = py_nodes:nodes(),
