@@ -151,9 +151,9 @@ port_loop(Port) ->
     end.
 
 %% How fast each interpreter runs burn/1: the n that takes 2 ms of thread
-%% CPU in each (the best of 5 calibrations), against the embedded one's.
-%% The ratio is what the interpreter's build alone is worth, before any
-%% transport.
+%% CPU in each (the best of 5 calibrations), against the embedded one's;
+%% and the CPU time of mixed/1 in each.  The ratios are what the
+%% interpreter's build alone is worth, before any transport.
 interpreters(N, Bench, Pythons) ->
     Embedded = N,
     Code = "import sys; sys.path.insert(0, sys.argv[1]); import nodes_bench; "
@@ -164,6 +164,17 @@ interpreters(N, Bench, Pythons) ->
          Out = collect(Port, <<>>),
          Iter = binary_to_integer(string:trim(Out)),
          io:format(", ~s ~b (~.2fx)", [filename:basename(P), Iter, Iter / Embedded])
+     end || P <- Pythons],
+    io:format("~n"),
+    %% And another kind of pure Python: CPU time of mixed(300000).
+    {ok, Here} = py:call(nodes_bench, best_cpu, [<<"mixed">>, 300000]),
+    Mixed = "import sys; sys.path.insert(0, sys.argv[1]); import nodes_bench; "
+            "print(nodes_bench.best_cpu('mixed', 300000))",
+    io:format("  mixed(300000), CPU ms: embedded (erlpy) ~.1f", [Here * 1000]),
+    [begin
+         Port = open_port({spawn_executable, P}, [{args, ["-c", Mixed, Bench]}, exit_status, binary]),
+         There = binary_to_float(string:trim(collect(Port, <<>>))),
+         io:format(", ~s ~.1f (embedded takes ~.2fx)", [filename:basename(P), There * 1000, Here / There])
      end || P <- Pythons],
     io:format("~n").
 

@@ -17,6 +17,28 @@ def burn(n):
     return x
 
 
+def mixed(n):
+    """Pure Python of another kind: arithmetic, a dict and str() per step."""
+    t = 0
+    for i in range(n):
+        t += (i * 7) % 13
+        d = {"a": i, "b": str(i)}
+        t += len(d["b"])
+    return t
+
+
+def best_cpu(name, n, repeat=5):
+    """The least thread CPU time, in seconds, of `repeat` runs of name(n)."""
+    fn = globals()[name.decode() if isinstance(name, bytes) else name]
+    best = None
+    for _ in range(repeat):
+        t = time.thread_time()
+        fn(n)
+        took = time.thread_time() - t
+        best = took if best is None else min(best, took)
+    return best
+
+
 def calibrate(ms):
     """The n for which burn(n) takes `ms` of this thread's CPU time (not
     wall time: the machine may be busy)."""
