@@ -83,7 +83,9 @@ run(Conf, #{socket := Sock, pump := Pump, kept := Kept} = Req, Input, {Handler, 
                                {none, <<>>} -> later;
                                _ -> off
                            end,
-                  pump => Pump, pipelined => false,
+                  %% early: bytes of the client's next request that came
+                  %% while watching; ended: it closed meanwhile.
+                  pump => Pump, early => <<>>, ended => false,
                   deadline => case Timeout of
                                   infinity -> infinity;
                                   _ -> erlang:monotonic_time(millisecond) + Timeout
@@ -125,11 +127,11 @@ wait(#{rid := Rid, sock := Sock, pump := Pump, watch := Watch, deadline := Deadl
                          _ -> done %% a pipelined request came already, or the body failed
                      end,
             wait(S#{watch := Watch2});
-        {tcp, Sock, _Data} = Msg when Watch =:= on ->
-            %% A pipelined request: the client is there.  The bytes are
-            %% read already, so this connection ends with this response.
-            self() ! Msg,
-            wait(S#{watch := done, pipelined := true});
+        {tcp, Sock, Data} when Watch =:= on ->
+            %% A pipelined request: the client is there.  Its bytes go back
+            %% to the connection, which reads them after this response (the
+            %% socket is passive again: {active, once}).
+            wait(S#{watch := done, early := Data});
         {tcp_closed, Sock} when Watch =:= on ->
             gone(S#{watch := done});
         {tcp_error, Sock, _} when Watch =:= on ->
@@ -150,7 +152,7 @@ wait_time(_Watch, Deadline) -> left(Deadline).
 %% Before the last chunk goes out, the socket stops being watched: the
 %% client's next request, sent once it has the response, stays unread.
 last(#{watch := on} = S, false) ->
-    S#{watch := done, pipelined := stop_watch(S) orelse maps:get(pipelined, S)};
+    stop_watch(S);
 last(S, _More) ->
     S.
 
@@ -212,28 +214,29 @@ deliver(#{handler := Handler, hstate := HState} = S, Event) ->
             S#{gone := true}
     end.
 
-%% The socket is passive again, and a connection whose next request was
-%% read while watching (or whose client closed) is not kept alive: those
-%% bytes are the connection's no more.
+%% The socket is passive again.  The bytes of the next request read while
+%% watching go back to the connection (`early' in its state, read before
+%% the socket's); a connection whose client closed meanwhile is not kept
+%% alive.
 finish({_Result, #{gone := true} = S}) ->
     _ = stop_watch(S),
     {{error, client_closed}, maps:get(hstate, S)};
 finish({Result, S}) ->
-    Unread = stop_watch(S) orelse maps:get(pipelined, S),
-    HState = maps:get(hstate, S),
-    {Result, case Unread of
-                 true when is_map(HState), is_map_key(keep_alive, HState) -> HState#{keep_alive := false};
+    #{ended := Ended, early := Early, hstate := HState} = stop_watch(S),
+    {Result, case HState of
+                 #{keep_alive := _} when Ended -> HState#{keep_alive := false};
+                 #{} -> HState#{early => Early};
                  _ -> HState
              end}.
 
-%% Whether anything arrived meanwhile.
-stop_watch(#{watch := on, sock := Sock}) ->
+%% Stops watching, keeping what arrived meanwhile.
+stop_watch(#{watch := on, sock := Sock, early := Early} = S) ->
     _ = inet:setopts(Sock, [{active, false}]),
     receive
-        {tcp, Sock, _} = Msg -> self() ! Msg, true;
-        {tcp_closed, Sock} = Msg -> self() ! Msg, true;
-        {tcp_error, Sock, _} = Msg -> self() ! Msg, true
-    after 0 -> false
+        {tcp, Sock, Data} -> S#{watch := done, early := <<Early/binary, Data/binary>>};
+        {tcp_closed, Sock} = Msg -> self() ! Msg, S#{watch := done, ended := true};
+        {tcp_error, Sock, _} = Msg -> self() ! Msg, S#{watch := done, ended := true}
+    after 0 -> S#{watch := done}
     end;
-stop_watch(_S) ->
-    false.
+stop_watch(S) ->
+    S.

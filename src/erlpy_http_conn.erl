@@ -252,7 +252,11 @@ run(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Start, Method, Pa
     case {Next, Pump} of
         {{ok, Rest}, _} ->
             case stopping() of
-                false -> idle(S#{received := <<Kept/binary, Rest/binary>>});
+                false ->
+                    %% An ASGI request's watch may have read the next
+                    %% request's first bytes (early).
+                    Early = maps:get(early, R2, <<>>),
+                    idle(S#{received := <<Kept/binary, Rest/binary, Early/binary>>});
                 true -> gen_tcp:close(Sock)
             end;
         {_, none} ->

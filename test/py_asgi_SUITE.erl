@@ -12,6 +12,7 @@ all() ->
      disconnect_after_body, request_timeout_cancels_only_its_task, client_gone_cancels_task,
      app_exception_500, app_exception_after_start_closes, no_response_500, bad_response_header,
      background_after_response, streamed_response_flow_control, keep_alive_and_pipelining,
+     pipelined_while_the_app_runs,
      lifespan_state, lifespan_failed_startup, lifespan_shutdown_at_stop, app_without_lifespan,
      interface_option, wsgi_and_asgi_in_one_node, loop_survives_conn_kill,
      starlette_basics, starlette_upload_1gib, fastapi_json_form_upload, fastapi_errors_and_background,
@@ -252,6 +253,22 @@ keep_alive_and_pipelining(Config) ->
     ?assertMatch([_, _], binary:matches(Two, <<"HTTP/1.1 200 OK\r\n">>)),
     ?assertMatch([_, _], binary:matches(Two, <<"Hello, World!">>)),
     ok = gen_tcp:send(S, Req),
+    {ok, {200, _, <<"Hello, World!">>}} = read_response(S),
+    gen_tcp:close(S).
+
+%% The next request comes while the app still runs (the connection
+%% watches the socket for the client's leaving then, and so reads it
+%% early): it is answered after the first, on the same connection.
+pipelined_while_the_app_runs(Config) ->
+    S = connect(?config(port, Config)),
+    ok = gen_tcp:send(S, <<"GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n">>),
+    timer:sleep(300),
+    ok = gen_tcp:send(S, <<"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n">>),
+    Two = recv_until(S, <<>>, fun(B) -> length(binary:matches(B, <<"0\r\n\r\n">>)) >= 2 end),
+    [{First, _}, {Second, _}] = binary:matches(Two, [<<"slept">>, <<"Hello, World!">>]),
+    ?assertEqual(<<"slept">>, binary:part(Two, First, 5)),
+    ?assertEqual(<<"Hello">>, binary:part(Two, Second, 5)),
+    ok = gen_tcp:send(S, <<"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n">>),
     {ok, {200, _, <<"Hello, World!">>}} = read_response(S),
     gen_tcp:close(S).
 
