@@ -84,10 +84,18 @@ call(_Ctx, _Module, _Function, _Args, _Kwargs, _Options) ->
           {ok, reference()} | {error, error()}.
 submit(Ctx, Module, Function, Args, Kwargs) when is_list(Args), is_map(Kwargs) ->
     _ = length(Args),
-    Ref = make_ref(),
-    case py_nif:submit(context_id(Ctx), Ref, {call, name(Module), name(Function), Args, Kwargs}) of
-        {ok, _Job} -> {ok, Ref};
-        {error, _} = Error -> Error
+    Request = {call, name(Module), name(Function), Args, Kwargs},
+    case Ctx of
+        #py_context{node = {Pool, I}, id = N} ->
+            py_nodes:submit({Pool, I, N}, Request);
+        worker_nodes ->
+            py_nodes:submit(worker_nodes, Request);
+        _ ->
+            Ref = make_ref(),
+            case py_nif:submit(context_id(Ctx), Ref, Request) of
+                {ok, _Job} -> {ok, Ref};
+                {error, _} = Error -> Error
+            end
     end;
 submit(_Ctx, _Module, _Function, _Args, _Kwargs) ->
     error(badarg).

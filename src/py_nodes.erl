@@ -17,7 +17,7 @@
 -behaviour(gen_server).
 
 -export([start_link/1, add/1, add/2, remove/1, remove/2, nodes/0, nodes/1, os_pids/1,
-         call/4, foreign_handle/1]).
+         call/4, submit/2, foreign_handle/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -type pool() :: atom().
@@ -103,16 +103,47 @@ os_pids(Pool) ->
 %% `py' for the targets `worker_nodes' and `py:worker_node/1,2'.
 -spec call(target(), term(), timeout(), map()) -> term().
 call(Target, Request, Timeout, Options) ->
+    case prepare(Target, Request) of
+        {ok, Run} -> Run(Timeout, Options, none);
+        {error, _} = Error -> Error
+    end.
+
+%% @private
+%% @doc `py:submit/5' for a worker node: `{ok, Ref}' at once, and the
+%% result as `{Ref, Result}' later.  A process of this node waits for it
+%% on the caller's behalf, and gives the call up (cancelling it there) if
+%% the caller dies first.
+-spec submit(target(), tuple()) -> {ok, reference()} | {error, term()}.
+submit(Target, Request) ->
+    case prepare(Target, Request) of
+        {ok, Run} ->
+            Ref = make_ref(),
+            Caller = self(),
+            _ = spawn(fun() ->
+                              Watch = erlang:monitor(process, Caller),
+                              Caller ! {Ref, Run(infinity, #{}, Watch)}
+                      end),
+            {ok, Ref};
+        {error, _} = Error ->
+            Error
+    end.
+
+%% Picks the node and relays the request's buffers; then a fun that runs
+%% the call there (and waits for it), with a timeout, options, and a
+%% monitor whose 'DOWN' gives the call up (or none).
+prepare(Target, Request) ->
     case pick(Target) of
         {ok, Node, Busy, Link} ->
             case py_nodes_buffer:relay_args(Node, Request) of
                 {ok, Request1, Relays} ->
                     counters:add(Busy, 1, 1),
-                    try remote(Node, Link, ctx(Target), Request1, Timeout, Options)
-                    after
-                        counters:sub(Busy, 1, 1),
-                        py_nodes_buffer:release(Relays)
-                    end;
+                    {ok, fun(Timeout, Options, Watch) ->
+                                 try remote(Node, Link, ctx(Target), Request1, Timeout, Options, Watch)
+                                 after
+                                     counters:sub(Busy, 1, 1),
+                                     py_nodes_buffer:release(Relays)
+                                 end
+                         end};
                 {error, _} = Error ->
                     Error
             end;
@@ -165,7 +196,7 @@ ctx(worker_nodes) -> 0.
 %% The call goes through the node's link (py_nodes_link), which watches
 %% us for the worker node; the reply comes straight back to our alias.  The
 %% link's end (its node or call server gone) ends the wait at once.
-remote(Node, Link, Ctx, Request, Timeout, Options) ->
+remote(Node, Link, Ctx, Request, Timeout, Options, Watch) ->
     Alias = erlang:monitor(process, Link, [{alias, reply_demonitor}]),
     Link ! {call, self(), Alias, Ctx, Request, Timeout, Options},
     Wait = case Timeout of infinity -> infinity; _ -> Timeout + ?MARGIN end,
@@ -176,7 +207,12 @@ remote(Node, Link, Ctx, Request, Timeout, Options) ->
         {'DOWN', Alias, process, _, {server_down, _, Reason}} ->
             {error, {worker_exit, Reason}};
         {'DOWN', Alias, process, _, _} ->
-            {error, {node_down, Node}}
+            {error, {node_down, Node}};
+        {'DOWN', Watch, process, _, _} ->
+            %% A submitted call's caller died: give the call up.
+            erlang:demonitor(Alias, [flush]),
+            Link ! {cancel, Alias},
+            {error, caller_down}
     after Wait ->
             erlang:demonitor(Alias, [flush]),
             Link ! {cancel, Alias},

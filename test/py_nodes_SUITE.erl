@@ -12,6 +12,7 @@ all() ->
      handles_work_on_their_node_only,
      a_dead_callers_job_is_cancelled_on_the_worker_node,
      call_server_death_fails_calls_in_flight_and_passes,
+     submit_to_worker_nodes,
      buffer_streamed_to_a_worker_node_arrives_intact,
      a_waiting_relayed_buffer_holds_no_thread_here,
      writer_death_crosses_nodes,
@@ -169,6 +170,27 @@ call_server_death_fails_calls_in_flight_and_passes(_) ->
     {error, {worker_exit, killed}} = receive {slept, R} -> R after 10000 -> error(call_not_ended) end,
     erlpy_test:wait_until(fun() -> answers(2) andalso Finished() =:= [<<"started">>, <<"CallTimeout">>] end, 30000),
     true = erpc:call(Node, erlang, whereis, [py_nodes_server]) =/= Server.
+
+%% py:submit/5 to a worker node: the result comes as {Ref, Result}; the
+%% submitter's death cancels the call there.
+submit_to_worker_nodes(_) ->
+    W2 = ospid(py:worker_node(2)),
+    {ok, R1} = py:submit(py:worker_node(2), os, getpid, [], #{}),
+    {ok, W2} = receive {R1, Got1} -> Got1 after 30000 -> error(no_result) end,
+    {ok, R2} = py:submit(worker_nodes, operator, mul, [6, 7], #{}),
+    {ok, 42} = receive {R2, Got2} -> Got2 after 30000 -> error(no_result) end,
+    {ok, R3} = py:submit(worker_nodes, builtins, int, [<<"x">>], #{}),
+    {error, {python, <<"ValueError">>, _, _}} = receive {R3, Got3} -> Got3 after 30000 -> error(no_result) end,
+    {error, no_worker_nodes} = py:submit(py:worker_node(9), os, getpid, [], #{}),
+    Key = erlang:unique_integer([positive]),
+    Submitter = spawn(fun() ->
+                              {ok, _} = py:submit(py:worker_node(2), nodes_helpers, sleep_noting, [60, Key], #{}),
+                              receive after infinity -> ok end
+                      end),
+    Finished = fun() -> {ok, How} = py:call(py:worker_node(2), nodes_helpers, finished, [Key], #{}), How end,
+    erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>] end, 30000),
+    exit(Submitter, kill),
+    erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>, <<"CallTimeout">>] end, 30000).
 
 %% ------------------------------------------------------------------ buffers
 
