@@ -28,6 +28,12 @@ def set_receiver(pid):
     _receiver = None if pid is None else (pid, erlang.Atom("erlpy_python_log"))
 
 
+def receiver():
+    """The pid of erlpy_python_log, or None (erlpy_stdio sends there too)."""
+    receiver = _receiver
+    return None if receiver is None else receiver[0]
+
+
 class Handler(logging.Handler):
     """A logging.Handler that sends records to the Erlang logger."""
 

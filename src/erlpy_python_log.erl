@@ -1,6 +1,7 @@
 %% @private
 %% @doc Receives Python's log records (python/erlpy_logging.py) and hands them
-%% to the Erlang logger.  Python sends with `erlang.send', which never blocks;
+%% to the Erlang logger; on a worker node also what Python prints
+%% (python/erlpy_stdio.py), written to `user'.  Python sends with `erlang.send', which never blocks;
 %% this process registers its pid with the Python module when it starts.
 %%
 %% Anything may send to it, so a message is checked field by field and atoms
@@ -83,6 +84,16 @@ handle_info({?MODULE, LevelNo, Text, Meta}, Dropped)
             ?LOG(level(LevelNo), "~ts", [Text], metadata(Meta)),
             {noreply, 0}
     end;
+handle_info({erlpy_python_stdio, Text}, Dropped) when is_binary(Text) ->
+    %% A worker node's print() (python/erlpy_stdio.py): `user' is relayed
+    %% to the front node's standard output.
+    case erlang:process_info(self(), message_queue_len) of
+        {message_queue_len, N} when N > ?MAX_QUEUE ->
+            {noreply, Dropped + 1};
+        _ ->
+            _ = io:put_chars(user, Text),
+            {noreply, Dropped}
+    end;
 handle_info(register, Dropped) ->
     register_receiver(),
     {noreply, Dropped};
@@ -105,7 +116,7 @@ set_receiver(Pid, Timeout) ->
 report_dropped(0) ->
     ok;
 report_dropped(N) ->
-    logger:warning("~b Python log records dropped: the Erlang logger fell behind", [N]).
+    logger:warning("~b Python log records (or printed texts) dropped: the Erlang side fell behind", [N]).
 
 %% Python's numeric levels: a custom level goes to the standard one below it.
 level(N) when N >= 50 -> critical;

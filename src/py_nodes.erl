@@ -308,6 +308,8 @@ setup_node(Node, #state{app_env = Env, setup = Setup}) ->
     [ok = erpc:call(Node, application, set_env, [erlpy, K, V], 30000) || {K, V} <- Env],
     ok = erpc:call(Node, application, set_env, [erlpy, worker_nodes, 0], 30000),
     {ok, _} = erpc:call(Node, application, ensure_all_started, [erlpy], 60000),
+    %% The node is detached: what Python prints there comes here.
+    {ok, none} = erpc:call(Node, py, call, [erlpy_stdio, install, []], 60000),
     lists:foreach(fun({M, F, A}) ->
                           case erpc:call(Node, M, F, A, 60000) of
                               {ok, _} -> ok;

@@ -13,6 +13,7 @@ all() ->
      a_dead_callers_job_is_cancelled_on_the_worker_node,
      call_server_death_fails_calls_in_flight_and_passes,
      submit_to_worker_nodes,
+     worker_node_prints_reach_this_node,
      buffer_streamed_to_a_worker_node_arrives_intact,
      a_waiting_relayed_buffer_holds_no_thread_here,
      writer_death_crosses_nodes,
@@ -191,6 +192,48 @@ submit_to_worker_nodes(_) ->
     erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>] end, 30000),
     exit(Submitter, kill),
     erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>, <<"CallTimeout">>] end, 30000).
+
+%% print() on a worker node ends up written to that node's `user', which
+%% OTP's peer relays to this node's standard output.  Here `user' there is
+%% swapped for a process that reports what it is asked to write.
+worker_node_prints_reach_this_node(_) ->
+    [{1, Node} | _] = py_nodes:nodes(),
+    Real = erpc:call(Node, erlang, whereis, [user]),
+    Capture = erpc:call(Node, erlang, spawn, [?MODULE, capture_user, [self()]]),
+    true = erpc:call(Node, erlang, unregister, [user]),
+    try
+        true = erpc:call(Node, erlang, register, [user, Capture]),
+        {ok, none} = py:eval(py:worker_node(1), <<"print('printed on a worker node')">>, #{}),
+        ok = py:exec(py:worker_node(1), <<"import sys; sys.stderr.write('and to stderr\\n')">>),
+        ok = py:exec(py:worker_node(1), <<"import sys; sys.stdout.buffer.write(b'and bytes\\n')">>),
+        Printed = printed(<<>>, 3),
+        {match, _} = re:run(Printed, <<"printed on a worker node\n">>),
+        {match, _} = re:run(Printed, <<"and to stderr\n">>),
+        {match, _} = re:run(Printed, <<"and bytes\n">>)
+    after
+        _ = erpc:call(Node, erlang, unregister, [user]),
+        true = erpc:call(Node, erlang, register, [user, Real]),
+        exit(Capture, kill)
+    end.
+
+printed(Acc, 0) -> Acc;
+printed(Acc, N) ->
+    receive {printed, Text} -> printed(<<Acc/binary, Text/binary>>, N - 1)
+    after 10000 -> error({not_printed, Acc})
+    end.
+
+%% A stand-in for `user' on a worker node (an I/O server that takes
+%% put_chars requests and reports them to Test).
+-spec capture_user(pid()) -> no_return().
+capture_user(Test) ->
+    receive
+        {io_request, From, ReplyAs, {put_chars, unicode, Chars}} ->
+            Test ! {printed, unicode:characters_to_binary(Chars)},
+            From ! {io_reply, ReplyAs, ok};
+        {io_request, From, ReplyAs, _} ->
+            From ! {io_reply, ReplyAs, {error, enotsup}}
+    end,
+    capture_user(Test).
 
 %% ------------------------------------------------------------------ buffers
 
