@@ -317,6 +317,19 @@ static ERL_NIF_TERM take_end(ErlNifEnv *env, buffer_t *buf)
     return i.eof ? ATOMS.eof : 0;
 }
 
+/* Another live Erlang process waits to read this buffer: readers take
+ * turns only by being one (two relays of one buffer would split it). */
+static int armed_by_another(ErlNifEnv *env, buffer_t *buf)
+{
+    ErlNifPid self, armed;
+    enif_self(env, &self);
+    pthread_mutex_lock(&buf->lock);
+    int is_armed = buf->readable.armed;
+    armed = buf->readable.pid;
+    pthread_mutex_unlock(&buf->lock);
+    return is_armed && enif_compare_pids(&armed, &self) != 0 && enif_is_process_alive(env, &armed);
+}
+
 /* buffer_take(Buf, Max, Token) -> {ok, Binary} | eof | wait
  *                                | {error, {aborted, Reason} | closed | busy}
  * An Erlang process reading the buffer (py_nodes_buffer's relay to a worker
@@ -325,7 +338,7 @@ static ERL_NIF_TERM take_end(ErlNifEnv *env, buffer_t *buf)
  * the caller, sent once bytes arrive or the stream ends, and answers wait.
  * The message may come after all (a write that raced the check): a caller
  * takes again on it and may get wait again.  busy: a Python reader is
- * inside a read. */
+ * inside a read, or another Erlang process waits on the buffer. */
 ERL_NIF_TERM buffer_take_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;
@@ -335,7 +348,7 @@ ERL_NIF_TERM buffer_take_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
         return enif_make_badarg(env);
     if (max > TAKE_MAX)
         max = TAKE_MAX;
-    if (stream_reader_enter(buf->stream) != STREAM_OK)
+    if (armed_by_another(env, buf) || stream_reader_enter(buf->stream) != STREAM_OK)
         return erlpy_make_error(env, enif_make_atom(env, "busy"));
     ERL_NIF_TERM result = 0;
     for (int armed = 0; !result; armed = 1) {

@@ -111,8 +111,9 @@ call(Target, Request, Timeout, Options) ->
 %% @private
 %% @doc `py:submit/5' for a worker node: `{ok, Ref}' at once, and the
 %% result as `{Ref, Result}' later.  A process of this node waits for it
-%% on the caller's behalf, and gives the call up (cancelling it there) if
-%% the caller dies first.
+%% on the caller's behalf; the call belongs to the caller all the same (its
+%% death cancels it there, and handles in the result live as long as it
+%% does).
 -spec submit(target(), tuple()) -> {ok, reference()} | {error, term()}.
 submit(Target, Request) ->
     case prepare(Target, Request) of
@@ -128,19 +129,23 @@ submit(Target, Request) ->
             Error
     end.
 
-%% Picks the node and relays the request's buffers; then a fun that runs
-%% the call there (and waits for it), with a timeout, options, and a
-%% monitor whose 'DOWN' gives the call up (or none).
+%% Picks the node and relays the request's buffers, for the calling
+%% process (the call's owner: the relays and the link watch it); then a fun
+%% that runs the call there and waits for it, with a timeout, options, and
+%% a monitor whose 'DOWN' gives the call up (or none).  The node's busy
+%% count goes up here and down in the link, when the call ends whatever
+%% way it ends.
 prepare(Target, Request) ->
     case pick(Target) of
         {ok, Node, Busy, Link} ->
             case py_nodes_buffer:relay_args(Node, Request) of
                 {ok, Request1, Relays} ->
+                    Owner = self(),
                     counters:add(Busy, 1, 1),
                     {ok, fun(Timeout, Options, Watch) ->
-                                 try remote(Node, Link, ctx(Target), Request1, Timeout, Options, Watch)
+                                 Call = {Owner, ctx(Target), Request1, Timeout, Options, Busy},
+                                 try remote(Node, Link, Call, Watch)
                                  after
-                                     counters:sub(Busy, 1, 1),
                                      py_nodes_buffer:release(Relays)
                                  end
                          end};
@@ -194,12 +199,19 @@ ctx({_, _, Ctx}) -> Ctx;
 ctx(worker_nodes) -> 0.
 
 %% The call goes through the node's link (py_nodes_link), which watches
-%% us for the worker node; the reply comes straight back to our alias.  The
-%% link's end (its node or call server gone) ends the wait at once.
-remote(Node, Link, Ctx, Request, Timeout, Options, Watch) ->
+%% its owner for the worker node; the reply comes straight back to our
+%% alias.  The link's end (its node or call server gone) ends the wait at
+%% once.  The node's busy count comes down here, at once (the next call's
+%% pick sees it), unless the owner died: then the link takes it down.
+remote(Node, Link, {Owner, Ctx, Request, Timeout, Options, Busy}, Watch) ->
     Alias = erlang:monitor(process, Link, [{alias, reply_demonitor}]),
-    Link ! {call, self(), Alias, Ctx, Request, Timeout, Options},
-    Wait = case Timeout of infinity -> infinity; _ -> Timeout + ?MARGIN end,
+    Link ! {call, Owner, Alias, Ctx, Request, Timeout, Options, Busy},
+    Wait = case Timeout of infinity -> infinity; _ -> min(Timeout + ?MARGIN, 16#ffffffff) end,
+    Result = wait_reply(Node, Link, Alias, Wait, Watch),
+    Result =:= {error, owner_down} orelse counters:sub(Busy, 1, 1),
+    Result.
+
+wait_reply(Node, Link, Alias, Wait, Watch) ->
     receive
         {Alias, Reply} ->
             Link ! {done, Alias},
@@ -209,10 +221,9 @@ remote(Node, Link, Ctx, Request, Timeout, Options, Watch) ->
         {'DOWN', Alias, process, _, _} ->
             {error, {node_down, Node}};
         {'DOWN', Watch, process, _, _} ->
-            %% A submitted call's caller died: give the call up.
+            %% A submitted call's owner died: the link gives the call up.
             erlang:demonitor(Alias, [flush]),
-            Link ! {cancel, Alias},
-            {error, caller_down}
+            {error, owner_down}
     after Wait ->
             erlang:demonitor(Alias, [flush]),
             Link ! {cancel, Alias},

@@ -29,18 +29,24 @@
 -record(pump, {buf :: py_nif:buffer(),
                relay :: pid(),
                rmon :: reference(),
+               cmon :: reference(),                    %% on the call's owner
                inflight = 0 :: non_neg_integer(),     %% pieces not acknowledged
                reading = reading :: reading | {waiting, pos_integer()} | done}).
 
 %% @doc Replaces each local `py_buffer' in a request's arguments by a
-%% relayed buffer on `Node'.  A handle of a third node is refused.
+%% relayed buffer on `Node' (one per buffer, however often it appears).
+%% A handle of a third node is refused.  The relays end with the call
+%% (`release/1') or with the calling process.
 -spec relay_args(node(), tuple()) -> {ok, tuple(), [pid()]} | {error, term()}.
 relay_args(Node, Request) ->
     try walk(Request, Node, []) of
-        {Request1, Proxies} -> {ok, Request1, Proxies}
+        {Request1, Relayed} -> {ok, Request1, proxies(Relayed)}
     catch
-        throw:{relay_error, Error, Proxies} -> release(Proxies), Error
+        throw:{relay_error, Error, Relayed} -> release(proxies(Relayed)), Error
     end.
+
+proxies(Relayed) ->
+    [Proxy || {_Buf, Proxy, _Remote} <- Relayed].
 
 %% @doc Ends the relays of a finished call.
 -spec release([pid()]) -> ok.
@@ -51,9 +57,13 @@ release(Proxies) ->
 walk(T, Node, Acc) when is_reference(T) ->
     case node(T) of
         Here when Here =:= node() ->
-            case is_buffer(T) of
-                true -> start(Node, T, Acc);
-                false -> {T, Acc}
+            case lists:keyfind(T, 1, Acc) of
+                {T, _Proxy, Remote} -> {Remote, Acc};
+                false ->
+                    case is_buffer(T) of
+                        true -> start(Node, T, Acc);
+                        false -> {T, Acc}
+                    end
             end;
         Node -> {T, Acc};
         Other -> throw({relay_error, {error, {foreign_handle, Other}}, Acc})
@@ -84,7 +94,7 @@ start(Node, Buf, Acc) ->
     receive
         {Proxy, {ok, Remote}} ->
             erlang:demonitor(Mon, [flush]),
-            {Remote, [Proxy | Acc]};
+            {Remote, [{Buf, Proxy, Remote} | Acc]};
         {Proxy, Error} ->
             erlang:demonitor(Mon, [flush]),
             throw({relay_error, Error, Acc});
@@ -95,9 +105,11 @@ start(Node, Buf, Acc) ->
 %% ------------------------------------------------------------------ this node
 
 %% @doc The proxy: starts the relay, then reads the buffer and passes the
-%% pieces on until the stream or the call ends.
+%% pieces on until the stream or the call ends (or its caller: a killed
+%% caller never says the call is done).
 -spec proxy(pid(), node(), py_nif:buffer(), map()) -> ok.
 proxy(Caller, Node, Buf, Info) ->
+    CMon = erlang:monitor(process, Caller),
     Opts = #{content_length => maps:get(content_length, Info),
              keep_consumed => maps:get(seekable, Info),
              max_unread => ?CHUNK * 2},
@@ -105,7 +117,7 @@ proxy(Caller, Node, Buf, Info) ->
     receive
         {Relay, {ok, Remote}} ->
             Caller ! {self(), {ok, Remote}},
-            pump(#pump{buf = Buf, relay = Relay, rmon = RMon});
+            pump(#pump{buf = Buf, relay = Relay, rmon = RMon, cmon = CMon});
         {'DOWN', RMon, process, Relay, _} ->
             Caller ! {self(), {error, {node_down, Node}}}
     end,
@@ -123,7 +135,7 @@ pump(#pump{inflight = N, reading = reading} = P) when N < ?WINDOW ->
         {error, {aborted, Reason}} -> Relay ! {abort, Reason}, pump(P#pump{reading = done});
         {error, Reason} -> Relay ! {abort, Reason}, pump(P#pump{reading = done})
     end;
-pump(#pump{buf = Buf, relay = Relay, rmon = RMon, inflight = N, reading = Reading} = P) ->
+pump(#pump{buf = Buf, relay = Relay, rmon = RMon, cmon = CMon, inflight = N, reading = Reading} = P) ->
     receive
         {py_buffer_readable, Token} ->
             %% An older token's message (a write raced a take) is dropped.
@@ -139,6 +151,9 @@ pump(#pump{buf = Buf, relay = Relay, rmon = RMon, inflight = N, reading = Readin
             py_nif:buffer_abort(Buf, closed);
         call_done ->
             %% The call returned: nobody reads the relayed buffer any more.
+            exit(Relay, kill),
+            py_nif:buffer_abort(Buf, closed);
+        {'DOWN', CMon, process, _, _} ->
             exit(Relay, kill),
             py_nif:buffer_abort(Buf, closed)
     end.

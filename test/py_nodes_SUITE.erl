@@ -13,6 +13,8 @@ all() ->
      a_dead_callers_job_is_cancelled_on_the_worker_node,
      call_server_death_fails_calls_in_flight_and_passes,
      submit_to_worker_nodes,
+     a_dead_callers_relay_ends,
+     same_buffer_twice_in_a_call,
      worker_node_prints_reach_this_node,
      buffer_streamed_to_a_worker_node_arrives_intact,
      a_waiting_relayed_buffer_holds_no_thread_here,
@@ -23,6 +25,7 @@ all() ->
      node_killed_mid_read_gives_clean_errors,
      segfault_in_a_worker_node_leaves_this_node_up,
      separately_started_node_joins_and_leaves,
+     pool_end_cancels_its_calls,
      not_distributed_node_says_so].
 
 init_per_suite(Config) ->
@@ -120,6 +123,8 @@ errors_options_and_conversions_cross(_) ->
     {error, {python, <<"ZeroDivisionError">>, <<"division by zero">>, Tb}} = py:eval(W, <<"1/0">>, #{}),
     true = is_binary(Tb),
     {error, timeout} = py:eval(W, <<"__import__('time').sleep(5)">>, #{}, #{timeout => 100}),
+    %% The largest timeout there is (the caller's own wait is capped).
+    {ok, 2} = py:eval(W, <<"1 + 1">>, #{}, #{timeout => 16#ffffffff}),
     {ok, <<"a/b">>} = py:call(W, 'os.path', join, [<<"a">>, <<"b">>], #{}),
     {ok, {ok, [1, 2.5, <<"x">>, #{<<"k">> := none}]}} =
         py:eval(W, <<"(__import__('erlang').Atom('ok'), [1, 2.5, 'x', {'k': None}])">>, #{}),
@@ -154,7 +159,39 @@ a_dead_callers_job_is_cancelled_on_the_worker_node(_) ->
     Finished = fun() -> {ok, How} = py:call(py:worker_node(2), nodes_helpers, finished, [Key], #{}), How end,
     erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>] end, 30000),
     exit(Caller, kill),
-    erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>, <<"CallTimeout">>] end, 30000).
+    erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>, <<"CallTimeout">>] end, 30000),
+    %% Off the node's busy count, although the caller never came back.
+    erlpy_test:wait_until(fun() -> busy(2) =:= 0 end, 10000).
+
+%% A caller killed while its call reads a relayed buffer: the relay ends,
+%% and the buffer's writer here is told {error, closed}, not held for ever.
+a_dead_callers_relay_ends(_) ->
+    {ok, B} = py_buffer:new(#{max_unread => 65536}),
+    Self = self(),
+    Caller = spawn(fun() -> py:eval(py:worker_node(1), <<"__import__('time').sleep(60)">>, #{b => B}) end),
+    erlpy_test:wait_until(fun() -> busy(1) =:= 1 end),
+    Writer = spawn(fun() -> Self ! {writer, write_until_error(B, binary:copy(<<"x">>, 65536))} end),
+    %% The writer fills the relay's window and is held back meanwhile.
+    timer:sleep(500),
+    true = is_process_alive(Writer),
+    exit(Caller, kill),
+    {error, closed} = receive {writer, W} -> W after 30000 -> error(writer_held) end,
+    erlpy_test:wait_until(fun() -> busy(1) =:= 0 end, 10000).
+
+write_until_error(B, Piece) ->
+    case py_buffer:write(B, Piece) of
+        ok -> write_until_error(B, Piece);
+        Error -> Error
+    end.
+
+%% One buffer twice in a call's arguments is relayed once: both names
+%% read the same stream there.
+same_buffer_twice_in_a_call(_) ->
+    {ok, B} = py_buffer:new(),
+    ok = py_buffer:write(B, <<"hello">>),
+    ok = py_buffer:close(B),
+    {ok, {5, 0}} = py:eval(py:worker_node(1), <<"(len(a.read()), len(b.read()))">>, #{a => B, b => B},
+                           #{timeout => 10000}).
 
 %% The worker node's call server dies mid-call (its supervisor starts it
 %% again): the call in flight fails at once with worker_exit, its Python
@@ -183,6 +220,12 @@ submit_to_worker_nodes(_) ->
     {ok, R3} = py:submit(worker_nodes, builtins, int, [<<"x">>], #{}),
     {error, {python, <<"ValueError">>, _, _}} = receive {R3, Got3} -> Got3 after 30000 -> error(no_result) end,
     {error, no_worker_nodes} = py:submit(py:worker_node(9), os, getpid, [], #{}),
+    %% A handle in a submitted call's result lives as long as the
+    %% submitter, not the process that waited for it.
+    {ok, R4} = py:submit(py:worker_node(1), re, compile, [<<"b+">>], #{}),
+    {ok, Re} = receive {R4, Got4} -> Got4 after 30000 -> error(no_result) end,
+    timer:sleep(300),
+    {ok, <<"bbb">>} = py:eval(py:worker_node(1), <<"p.search(b'abbbc').group(0)">>, #{p => Re}),
     Key = erlang:unique_integer([positive]),
     Submitter = spawn(fun() ->
                               {ok, _} = py:submit(py:worker_node(2), nodes_helpers, sleep_noting, [60, Key], #{}),
@@ -349,6 +392,31 @@ segfault_in_a_worker_node_leaves_this_node_up(_) ->
     ok = wait_nodes(2).
 
 %% ------------------------------------------------------------------ membership
+
+%% A pool that ends (here one of our own, over a node started apart, which
+%% lives on) cancels the calls it carried there: nobody waits for them.
+pool_end_cancels_its_calls(_) ->
+    Paths = [P || P <- code:get_path(), not lists:prefix(code:lib_dir(), P)],
+    {ok, Peer, Node} = peer:start(#{name => "ct_nodes_" ++ os:getpid() ++ "_pool",
+                                    exec => {filename:join(os:getenv("BINDIR"), "erlexec"), []},
+                                    args => ["-setcookie", atom_to_list(erlang:get_cookie()), "-pa" | Paths]}),
+    try
+        {ok, Pool} = py_nodes:start_link(#{name => ct_own_pool, count => 0}),
+        unlink(Pool),
+        {ok, 1} = py_nodes:add(ct_own_pool, Node),
+        Key = erlang:unique_integer([positive]),
+        spawn(fun() -> py_nodes:call({ct_own_pool, 1, 0}, {call, <<"nodes_helpers">>, <<"sleep_noting">>, [60, Key], #{}},
+                                     infinity, #{}) end),
+        Finished = fun() ->
+                           {ok, How} = erpc:call(Node, py, call, [nodes_helpers, finished, [Key]]),
+                           How
+                   end,
+        erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>] end, 30000),
+        exit(Pool, shutdown),
+        erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>, <<"CallTimeout">>] end, 30000)
+    after
+        peer:stop(Peer)
+    end.
 
 separately_started_node_joins_and_leaves(_) ->
     Paths = [P || P <- code:get_path(), not lists:prefix(code:lib_dir(), P)],
