@@ -216,7 +216,7 @@ wait_reply(Node, Link, Alias, Wait, Watch) ->
         {Alias, Reply} ->
             Link ! {done, Alias},
             Reply;
-        {'DOWN', Alias, process, _, {server_down, _, Reason}} ->
+        {'DOWN', Alias, process, _, {shutdown, {server_down, _, Reason}}} ->
             {error, {worker_exit, Reason}};
         {'DOWN', Alias, process, _, _} ->
             {error, {node_down, Node}};

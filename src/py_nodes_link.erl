@@ -7,7 +7,8 @@
 %% node's busy count (the caller does that otherwise, at once).  It ends when the worker node or its
 %% call server goes, and callers, who monitor it, learn so at once; when the
 %% pool ends (its calls are cancelled first); or, told to `retire' (its
-%% node left the pool), once its calls in flight are done.
+%% node left the pool), once its calls in flight are done.  Its ends are
+%% `{shutdown, _}' exits: expected, so not logged as crashes.
 %%
 %% A caller: monitors the link with an alias (`py_nodes:call/4'), sends it
 %% `{call, Owner, Alias, Ctx, Request, Timeout, Options, Busy}', waits for
@@ -48,9 +49,9 @@ loop(#{node := Node, server := Server, pool := Pool} = L, Calls) ->
         {'DOWN', Server, process, _, noconnection} ->
             %% The connection went: the node's death, whichever of this
             %% and nodedown comes first.
-            exit({node_down, Node});
+            exit({shutdown, {node_down, Node}});
         {'DOWN', Server, process, _, Reason} ->
-            exit({server_down, Node, Reason});
+            exit({shutdown, {server_down, Node, Reason}});
         {'DOWN', Mon, process, _, _} ->
             case maps:find(Mon, Calls) of
                 {ok, Alias} ->
@@ -62,7 +63,7 @@ loop(#{node := Node, server := Server, pool := Pool} = L, Calls) ->
                     loop(L, Calls)
             end;
         {nodedown, Node} ->
-            exit({node_down, Node});
+            exit({shutdown, {node_down, Node}});
         {'EXIT', Pool, Reason} ->
             %% The pool ends: nobody will wait for these calls.
             _ = [erlang:send({py_nodes_server, Node}, {cancel, A}) || {A, {_Mon, _Busy}} <- maps:to_list(Calls)],

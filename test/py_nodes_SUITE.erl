@@ -350,12 +350,25 @@ node_killed_mid_call_gives_node_down_and_comes_back(_) ->
     Callers = [spawn_link(fun() -> Self ! {done, py:eval(py:worker_node(1), <<"__import__('time').sleep(60)">>, #{})} end)
                || _ <- lists:seq(1, 3)],
     erlpy_test:wait_until(fun() -> busy(1) =:= 3 end),
-    _ = os:cmd("kill -9 " ++ integer_to_list(Old)),
-    [{error, {node_down, Node}} = receive {done, R} -> R end || _ <- Callers],
-    %% Node 2 kept serving; node 1 is started again.
-    {ok, 2} = py:eval(py:worker_node(2), <<"1 + 1">>, #{}),
-    ok = wait_nodes(2),
-    true = ospid(py:worker_node(1)) =/= Old.
+    %% A node's death is expected: no process of this node logs a crash.
+    ok = logger:add_handler(nodes_crash_probe, ?MODULE, #{config => self()}),
+    try
+        _ = os:cmd("kill -9 " ++ integer_to_list(Old)),
+        [{error, {node_down, Node}} = receive {done, R} -> R end || _ <- Callers],
+        %% Node 2 kept serving; node 1 is started again.
+        {ok, 2} = py:eval(py:worker_node(2), <<"1 + 1">>, #{}),
+        ok = wait_nodes(2),
+        true = ospid(py:worker_node(1)) =/= Old
+    after
+        logger:remove_handler(nodes_crash_probe)
+    end,
+    receive {crash_report, Crash} -> error({crash_logged, Crash}) after 0 -> ok end.
+
+%% The logger handler of the test above.
+log(#{msg := {report, #{label := {proc_lib, crash}} = Report}}, #{config := Test}) ->
+    Test ! {crash_report, Report};
+log(_Event, _Config) ->
+    ok.
 
 node_killed_mid_read_gives_clean_errors(_) ->
     {ok, B} = py_buffer:new(#{max_unread => 65536}),
