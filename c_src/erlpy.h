@@ -54,4 +54,7 @@ int erlpy_term_check(PyObject *obj, ErlNifEnv *env, ERL_NIF_TERM *out); /* 1 if 
 
 ERL_NIF_TERM erlpy_make_error(ErlNifEnv *env, ERL_NIF_TERM reason);
 
+/* erlang.send's forwarder for pids of other nodes (pymodule.c); any thread. */
+void erlpy_set_forwarder(const ErlNifPid *pid);
+
 #endif

@@ -136,7 +136,20 @@ static int upgrade(ErlNifEnv *env, void **priv, void **old_priv, ERL_NIF_TERM in
     return open_resource_types(env, ERL_NIF_RT_TAKEOVER);
 }
 
+/* set_forwarder(Pid) -> ok: where erlang.send sends for pids of other
+ * nodes ({erlpy_forward, Pid, Msg}; py_nodes_server). */
+static ERL_NIF_TERM set_forwarder_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    ErlNifPid pid;
+    if (!enif_get_local_pid(env, argv[0], &pid))
+        return enif_make_badarg(env);
+    erlpy_set_forwarder(&pid);
+    return ATOMS.ok;
+}
+
 static ErlNifFunc nif_funcs[] = {
+    {"set_forwarder", 1, set_forwarder_nif, 0},
     {"start", 1, workers_start_nif, 0},
     {"stop", 0, workers_stop_nif, 0},
     {"submit", 3, workers_submit_nif, 0},

@@ -1,5 +1,6 @@
 /* pymodule.c - the built-in Python module `erlang`: Atom, Pid, Term, the
  * exception classes and send().  Single interpreter: the types live in PY. */
+#include <pthread.h>
 #include <string.h>
 
 #include "convert.h"
@@ -164,6 +165,46 @@ int erlpy_term_check(PyObject *obj, ErlNifEnv *env, ERL_NIF_TERM *out)
 
 /* ------------------------------------------------------------ send */
 
+/* The local process that forwards sends to pids of other nodes (a NIF can
+ * send to local pids only): py_nodes_server, which sets it when it starts.
+ * Guarded by forwarder_lock, a leaf lock held only to copy it. */
+static pthread_mutex_t forwarder_lock = PTHREAD_MUTEX_INITIALIZER;
+static ErlNifPid forwarder;
+static int has_forwarder;
+
+void erlpy_set_forwarder(const ErlNifPid *pid)
+{
+    pthread_mutex_lock(&forwarder_lock);
+    forwarder = *pid;
+    has_forwarder = 1;
+    pthread_mutex_unlock(&forwarder_lock);
+}
+
+/* The pid to send to, with msg made ready in msg_env: a local pid as it
+ * is; a pid of another node (an erlang.Term) through the forwarder, as
+ * {erlpy_forward, Pid, Msg}.  0 with a Python exception otherwise. */
+static int send_target(PyObject *to, ErlNifEnv *msg_env, ERL_NIF_TERM *msg, ErlNifPid *pid)
+{
+    if (erlpy_pid_check(to, pid))
+        return 1;
+    ERL_NIF_TERM remote;
+    if (!erlpy_term_check(to, msg_env, &remote) || !enif_is_pid(msg_env, remote)) {
+        PyErr_Format(PyExc_TypeError, "send() argument 1 must be erlang.Pid, not %.100s",
+                     Py_TYPE(to)->tp_name);
+        return 0;
+    }
+    pthread_mutex_lock(&forwarder_lock);
+    int ok = has_forwarder;
+    *pid = forwarder;
+    pthread_mutex_unlock(&forwarder_lock);
+    if (!ok) {
+        PyErr_SetString(PyExc_RuntimeError, "send(): no forwarder for pids of other nodes (erlpy not started)");
+        return 0;
+    }
+    *msg = enif_make_tuple3(msg_env, enif_make_atom(msg_env, "erlpy_forward"), remote, *msg);
+    return 1;
+}
+
 static PyObject *erlang_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
@@ -172,17 +213,12 @@ static PyObject *erlang_send(PyObject *module, PyObject *const *args, Py_ssize_t
         PyErr_Format(PyExc_TypeError, "send expected 2 arguments, got %zd", nargs);
         return NULL;
     }
-    if (!erlpy_pid_check(args[0], &pid)) {
-        PyErr_Format(PyExc_TypeError, "send() argument 1 must be erlang.Pid, not %.100s",
-                     Py_TYPE(args[0])->tp_name);
-        return NULL;
-    }
     ErlNifEnv *msg_env = enif_alloc_env();
     if (!msg_env)
         return PyErr_NoMemory();
     ERL_NIF_TERM msg;
     PyObject *result = NULL;
-    if (erlpy_from_py(msg_env, args[1], &msg) == CONV_OK) {
+    if (erlpy_from_py(msg_env, args[1], &msg) == CONV_OK && send_target(args[0], msg_env, &msg, &pid)) {
         enif_send(NULL, &pid, msg_env, msg); /* like Erlang: sending to a dead pid is fine */
         result = Py_NewRef(Py_None);
     }

@@ -111,9 +111,11 @@ class IncompleteReadError(EOFError):
 
 # ------------------------------------------------------------------ functions
 
-def send(pid: Pid, term: Any, /) -> None:
+def send(pid: Pid | Term, term: Any, /) -> None:
     """Send term to an Erlang process, from any thread.  A dead pid is fine,
-    as in Erlang.  Raises TermTooDeep, or the conversion's error."""
+    as in Erlang.  A pid of another node (a Term) is sent to through a
+    process of this node (py_nodes_server).  Raises TermTooDeep, or the
+    conversion's error; TypeError for a Term that is no pid."""
 
 def context() -> int:
     """The number of the erlpy context (worker) running this thread, as

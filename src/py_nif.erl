@@ -3,7 +3,7 @@
 %% interpreter.  Use the `py' and `py_buffer' modules instead.
 -module(py_nif).
 
--export([start/1, stop/0, submit/3, cancel/1, info/0]).
+-export([start/1, stop/0, submit/3, cancel/1, info/0, set_forwarder/1]).
 -export([buffer_new/1, buffer_write/2, buffer_close/1, buffer_abort/2, buffer_info/1,
          buffer_want_drain/2, buffer_cancel_drain/1, buffer_notify_read/2, buffer_take/3]).
 -export([inbox_new/0, inbox_push/3]).
@@ -48,6 +48,11 @@ cancel(_Job) -> erlang:nif_error(not_loaded).
 -spec info() -> #{contexts := non_neg_integer(), threads := non_neg_integer(),
                   busy := non_neg_integer(), queued := non_neg_integer()}.
 info() -> erlang:nif_error(not_loaded).
+
+%% Where Python's erlang.send sends for a pid of another node:
+%% `{erlpy_forward, Pid, Msg}' to this process (py_nodes_server).
+-spec set_forwarder(pid()) -> ok.
+set_forwarder(_Pid) -> erlang:nif_error(not_loaded).
 
 -spec buffer_new(map()) -> {ok, buffer()} | {error, enomem}.
 buffer_new(_Opts) -> erlang:nif_error(not_loaded).

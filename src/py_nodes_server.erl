@@ -7,7 +7,8 @@
 %% its messages cost (each is a write to, and a wake-up of, the other
 %% node), so nothing else crosses per call (no remote spawn, no remote
 %% monitor).  The link asks for a call to be cancelled when its caller dies
-%% or gives up.
+%% or gives up.  It also forwards what Python's `erlang.send' sends to a
+%% pid of another node (a NIF sends to local pids only).
 -module(py_nodes_server).
 -behaviour(gen_server).
 
@@ -28,6 +29,8 @@ start_link() ->
 -spec init([]) -> {ok, state()}.
 init([]) ->
     process_flag(trap_exit, true),
+    %% Python's erlang.send to a pid of another node comes through here.
+    ok = py_nif:set_forwarder(self()),
     {ok, #{calls => #{}, runners => #{}}}.
 
 %% @private
@@ -63,6 +66,9 @@ handle_info({'EXIT', Runner, Reason}, #{calls := Calls, runners := Runners} = S)
         error ->
             {noreply, S}
     end;
+handle_info({erlpy_forward, Pid, Msg}, S) when is_pid(Pid) ->
+    Pid ! Msg,
+    {noreply, S};
 handle_info(_Msg, S) ->
     {noreply, S}.
 

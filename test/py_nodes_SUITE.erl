@@ -16,6 +16,7 @@ all() ->
      a_dead_callers_relay_ends,
      same_buffer_twice_in_a_call,
      worker_node_prints_reach_this_node,
+     erlang_send_reaches_this_node,
      buffer_streamed_to_a_worker_node_arrives_intact,
      a_waiting_relayed_buffer_holds_no_thread_here,
      writer_death_crosses_nodes,
@@ -235,6 +236,18 @@ submit_to_worker_nodes(_) ->
     erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>] end, 30000),
     exit(Submitter, kill),
     erlpy_test:wait_until(fun() -> Finished() =:= [<<"started">>, <<"CallTimeout">>] end, 30000).
+
+%% Python on a worker node sends to a pid of this node (an erlang.Term
+%% there), from a worker and from a thread of its own; a Term that is no
+%% pid is refused.
+erlang_send_reaches_this_node(_) ->
+    W = py:worker_node(2),
+    {ok, none} = py:eval(W, <<"__import__('erlang').send(me, ('hello', 1))">>, #{me => self()}),
+    {<<"hello">>, 1} = receive M1 -> M1 after 10000 -> error(no_message) end,
+    {ok, none} = py:eval(W, <<"__import__('threading').Thread(target=__import__('erlang').send, args=(me, 'from a thread')).start()">>,
+                         #{me => self()}),
+    <<"from a thread">> = receive M2 -> M2 after 10000 -> error(no_message) end,
+    {error, {python, <<"TypeError">>, _, _}} = py:eval(W, <<"__import__('erlang').send(r, 1)">>, #{r => make_ref()}).
 
 %% print() on a worker node ends up written to that node's `user', which
 %% OTP's peer relays to this node's standard output.  Here `user' there is
