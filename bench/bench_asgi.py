@@ -47,7 +47,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench_servers import describe, erlpy_workers, free_port, proc_stat, session_pids  # noqa: E402
+from bench_servers import describe, free_port, session_cpu, stop_group  # noqa: E402
 
 PY = "/usr/bin/python3"
 SERVERS = ("erlpy", "erlpy-1", "erlpy-w2", "uvicorn", "uvicorn-2", "hypercorn")
@@ -98,26 +98,10 @@ class Server:
 
     def cpu(self):
         """CPU seconds (user + system) of the server's processes so far."""
-        ticks = 0
-        # erlpy's worker nodes run detached (their own session).
-        for pid in session_pids(self.proc.pid) + erlpy_workers(self.proc.pid):
-            f = proc_stat(pid)
-            if f:
-                ticks += int(f[11]) + int(f[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return session_cpu(self.proc.pid)
 
     def __exit__(self, *exc):
-        pgid = self.proc.pid
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-            self.proc.wait(timeout=15)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except OSError:
-            pass
-        self.proc.wait()
+        stop_group(self.proc, signal.SIGTERM)
 
 
 def get(port, path="/"):

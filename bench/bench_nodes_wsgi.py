@@ -32,14 +32,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-import bench_servers  # noqa: E402  (free_port, session_pids, proc_stat, describe)
+import bench_servers  # noqa: E402  (free_port, session_cpu, stop_group, erlpy_workers, describe)
 import nodes_bench  # noqa: E402
 
 APP = "nodes_bench:app"
 # Python threads per worker node (--contexts): the app is CPU-bound, so
 # more threads than cores only take turns at the node's GIL.
 CONTEXTS = os.environ.get("ERLPY_BENCH_CONTEXTS", "8")
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def command(kind, port):
@@ -78,27 +77,7 @@ def start(kind, env):
 
 
 def stop(kind, proc):
-    try:
-        os.killpg(proc.pid, signal.SIGTERM if kind.startswith("erlpy") else signal.SIGINT)
-        proc.wait(timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except OSError:
-        pass
-    proc.wait()
-
-
-def session_cpu(sid):
-    """CPU seconds of every process in the session.  erlpy's worker nodes are
-    started detached (their own session): they are found by their name."""
-    total = 0.0
-    for pid in bench_servers.session_pids(sid) + bench_servers.erlpy_workers(sid):
-        fields = bench_servers.proc_stat(pid)
-        if fields:
-            total += (int(fields[11]) + int(fields[12])) / TICK
-    return total
+    bench_servers.stop_group(proc, signal.SIGTERM if kind.startswith("erlpy") else signal.SIGINT, 30)
 
 
 def rss_mb(pid):
@@ -142,9 +121,9 @@ def main():
                 proc, port, _ = servers[kind]
                 for path in ("/burn", "/"):
                     wrk(port, path, 1)
-                    cpu0 = session_cpu(proc.pid)
+                    cpu0 = bench_servers.session_cpu(proc.pid)
                     rps, reqs, errors = wrk(port, path, args.duration)
-                    rounds[(kind, path)].append((rps, reqs, session_cpu(proc.pid) - cpu0, errors))
+                    rounds[(kind, path)].append((rps, reqs, bench_servers.session_cpu(proc.pid) - cpu0, errors))
         for kind in kinds:
             if kind.startswith("erlpy"):
                 workers = bench_servers.erlpy_workers(servers[kind][0].pid)

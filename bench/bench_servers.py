@@ -90,6 +90,37 @@ def erlpy_workers(sid):
     return out
 
 
+def session_cpu(sid):
+    """CPU seconds (user + system) so far of every process in session
+    `sid`, and of the erlpy worker nodes it started (they run detached, in
+    sessions of their own, and are found by their name)."""
+    ticks = 0
+    for pid in session_pids(sid) + erlpy_workers(sid):
+        fields = proc_stat(pid)
+        if fields:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def stop_group(proc, first, timeout=15):
+    """Stops a server started with start_new_session=True: signal `first`
+    to its process group, up to `timeout` seconds for it to exit, then
+    SIGKILL to whatever is left of the group."""
+    pgid = proc.pid  # start_new_session: the group id is the leader's pid
+    if proc.poll() is None:
+        try:
+            os.killpg(pgid, first)
+            proc.wait(timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+    if proc.poll() is None:
+        proc.wait()
+
+
 def sample(pid):
     """{rss_mb, fds, threads} of one process, read from /proc/PID."""
     out = {}
@@ -180,19 +211,7 @@ class Server:
         SIGKILL to whatever is left of the group."""
         if self.proc is None:
             return
-        pgid = self.proc.pid  # start_new_session: the group id is the leader's pid
-        if self.proc.poll() is None:
-            try:
-                os.killpg(pgid, signal.SIGTERM if self.kind == "erlpy" else signal.SIGINT)
-                self.proc.wait(timeout=timeout)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except OSError:
-            pass
-        if self.proc.poll() is None:
-            self.proc.wait()
+        stop_group(self.proc, signal.SIGTERM if self.kind == "erlpy" else signal.SIGINT, timeout)
 
     def remove_log(self):
         try:
