@@ -317,6 +317,21 @@ static ERL_NIF_TERM take_end(ErlNifEnv *env, buffer_t *buf)
     return i.eof ? ATOMS.eof : 0;
 }
 
+/* Up to max unread bytes, copied, as {ok, Binary}; with nothing unread,
+ * what take_end says.  The caller is inside a read. */
+static ERL_NIF_TERM take_now(ErlNifEnv *env, buffer_t *buf, size_t max)
+{
+    size_t n = stream_unread(buf->stream);
+    if (n == 0)
+        return take_end(env, buf);
+    if (n > max)
+        n = max;
+    ERL_NIF_TERM bin;
+    unsigned char *dst = enif_make_new_binary(env, n, &bin);
+    size_t got = stream_read(buf->stream, dst, n);
+    return enif_make_tuple2(env, ATOMS.ok, enif_make_sub_binary(env, bin, 0, got));
+}
+
 /* Another live Erlang process waits to read this buffer: readers take
  * turns only by being one (two relays of one buffer would split it). */
 static int armed_by_another(ErlNifEnv *env, buffer_t *buf)
@@ -350,29 +365,17 @@ ERL_NIF_TERM buffer_take_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
         max = TAKE_MAX;
     if (armed_by_another(env, buf) || stream_reader_enter(buf->stream) != STREAM_OK)
         return erlpy_make_error(env, enif_make_atom(env, "busy"));
-    ERL_NIF_TERM result = 0;
-    for (int armed = 0; !result; armed = 1) {
-        size_t n = stream_unread(buf->stream);
-        if (n > 0) {
-            if (armed) {
-                notifier_t was;
-                disarm(buf, &buf->readable, &was);
-            }
-            ERL_NIF_TERM bin;
-            unsigned char *dst = enif_make_new_binary(env, n < max ? n : (size_t)max, &bin);
-            size_t got = stream_read(buf->stream, dst, n < max ? n : (size_t)max);
-            result = enif_make_tuple2(env, ATOMS.ok, enif_make_sub_binary(env, bin, 0, got));
-        } else if ((result = take_end(env, buf)) != 0) {
-            if (armed) {
-                notifier_t was;
-                disarm(buf, &buf->readable, &was);
-            }
-        } else if (armed) {
-            result = ATOMS.wait;
+    ERL_NIF_TERM result = take_now(env, buf, (size_t)max);
+    if (!result) {
+        /* Armed first, then looked again: a write in between is seen
+         * here or sends the message. */
+        arm(env, buf, &buf->readable, token);
+        result = take_now(env, buf, (size_t)max);
+        if (result) {
+            notifier_t was;
+            disarm(buf, &buf->readable, &was);
         } else {
-            /* Armed first, then looked again: a write in between is seen
-             * here or sends the message. */
-            arm(env, buf, &buf->readable, token);
+            result = ATOMS.wait;
         }
     }
     stream_reader_leave(buf->stream);
