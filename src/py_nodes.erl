@@ -133,8 +133,8 @@ submit(Target, Request) ->
 %% process (the call's owner: the relays and the link watch it); then a fun
 %% that runs the call there and waits for it, with a timeout, options, and
 %% a monitor whose 'DOWN' gives the call up (or none).  The node's busy
-%% count goes up here and down in the link, when the call ends whatever
-%% way it ends.
+%% count goes up here; remote/4 takes it down (or the link, if the owner
+%% died).
 prepare(Target, Request) ->
     case pick(Target) of
         {ok, Node, Busy, Link} ->
