@@ -155,28 +155,27 @@ port_loop(Port) ->
 %% and the CPU time of mixed/1 in each.  The ratios are what the
 %% interpreter's build alone is worth, before any transport.
 interpreters(N, Bench, Pythons) ->
-    Embedded = N,
-    Code = "import sys; sys.path.insert(0, sys.argv[1]); import nodes_bench; "
-           "print(max(nodes_bench.calibrate(2) for _ in range(5)))",
-    io:format("  burn/1 iterations per 2 ms of CPU: embedded (erlpy) ~b", [Embedded]),
+    io:format("  burn/1 iterations per 2 ms of CPU: embedded (erlpy) ~b", [N]),
     [begin
-         Port = open_port({spawn_executable, P}, [{args, ["-c", Code, Bench]}, exit_status, binary]),
-         Out = collect(Port, <<>>),
-         Iter = binary_to_integer(string:trim(Out)),
-         io:format(", ~s ~b (~.2fx)", [filename:basename(P), Iter, Iter / Embedded])
+         Iter = binary_to_integer(nodes_bench(P, Bench, "max(nodes_bench.calibrate(2) for _ in range(5))")),
+         io:format(", ~s ~b (~.2fx)", [filename:basename(P), Iter, Iter / N])
      end || P <- Pythons],
     io:format("~n"),
     %% And another kind of pure Python: CPU time of mixed(300000).
     {ok, Here} = py:call(nodes_bench, best_cpu, [<<"mixed">>, 300000]),
-    Mixed = "import sys; sys.path.insert(0, sys.argv[1]); import nodes_bench; "
-            "print(nodes_bench.best_cpu('mixed', 300000))",
     io:format("  mixed(300000), CPU ms: embedded (erlpy) ~.1f", [Here * 1000]),
     [begin
-         Port = open_port({spawn_executable, P}, [{args, ["-c", Mixed, Bench]}, exit_status, binary]),
-         There = binary_to_float(string:trim(collect(Port, <<>>))),
+         There = binary_to_float(nodes_bench(P, Bench, "nodes_bench.best_cpu('mixed', 300000)")),
          io:format(", ~s ~.1f (embedded takes ~.2fx)", [filename:basename(P), There * 1000, Here / There])
      end || P <- Pythons],
     io:format("~n").
+
+%% What Python (an interpreter's path) prints for Expr, with
+%% bench/nodes_bench.py imported.
+nodes_bench(Python, Bench, Expr) ->
+    Code = "import sys; sys.path.insert(0, sys.argv[1]); import nodes_bench; print(" ++ Expr ++ ")",
+    Port = open_port({spawn_executable, Python}, [{args, ["-c", Code, Bench]}, exit_status, binary]),
+    string:trim(collect(Port, <<>>)).
 
 collect(Port, Acc) ->
     receive
