@@ -364,7 +364,7 @@ ERL_NIF_TERM buffer_take_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
     if (max > TAKE_MAX)
         max = TAKE_MAX;
     if (armed_by_another(env, buf) || stream_reader_enter(buf->stream) != STREAM_OK)
-        return erlpy_make_error(env, enif_make_atom(env, "busy"));
+        return erlpy_make_error(env, ATOMS.busy);
     ERL_NIF_TERM result = take_now(env, buf, (size_t)max);
     if (!result) {
         /* Armed first, then looked again: a write in between is seen

@@ -15,6 +15,7 @@ typedef struct {
     ERL_NIF_TERM written, read_pos, unread, eof, waiting_readers, memory;
     ERL_NIF_TERM reader_closed, content_length, max_unread, low_watermark;
     ERL_NIF_TERM keep_consumed, line_limit, read_timeout, seekable;
+    ERL_NIF_TERM busy, first, next;
 } erlpy_atoms_t;
 extern erlpy_atoms_t ATOMS;
 

@@ -58,6 +58,9 @@ static void make_atoms(ErlNifEnv *env)
     ATOM(max_unread, "max_unread");
     ATOM(low_watermark, "low_watermark");
     ATOM(keep_consumed, "keep_consumed");
+    ATOM(busy, "busy");
+    ATOM(first, "first");
+    ATOM(next, "next");
     ATOM(line_limit, "line_limit");
     ATOM(read_timeout, "read_timeout");
     ATOM(seekable, "seekable");
@@ -153,6 +156,9 @@ static ErlNifFunc nif_funcs[] = {
     {"start", 1, workers_start_nif, 0},
     {"stop", 0, workers_stop_nif, 0},
     {"submit", 3, workers_submit_nif, 0},
+    {"submit", 5, workers_submit_nif, 0},
+    {"gate_new", 2, workers_gate_new_nif, 0},
+    {"gate_info", 1, workers_gate_info_nif, 0},
     {"cancel", 1, workers_cancel_nif, 0},
     {"info", 0, workers_info_nif, 0},
     BUFFER_NIFS

@@ -23,7 +23,26 @@
 
 typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_CANCELLED } job_state_t;
 
+/* A job's place at its gate (none without one). */
+typedef enum { GATE_NONE, GATE_WAITING, GATE_HOLDING } gate_place_t;
+
 typedef struct worker worker_t;
+
+/* A gate caps the jobs of one kind (an HTTP server's requests) that hold a
+ * place at once: queued to run or running.  The others wait in the gate's
+ * own queue, oldest first; the thread that frees a place (a finishing
+ * worker, a cancel) passes it to the oldest waiter and queues that job to
+ * run, so a waiter costs no Erlang process a wake-up.  A resource: each of
+ * its jobs holds a reference.  `cap` and `max_waiting` are set once; the
+ * rest is guarded by P.lock. */
+typedef struct gate {
+    int cap, max_waiting;
+    int holding;        /* jobs holding a place */
+    int waiting;        /* jobs in the queue below */
+    job_t *head, *tail;
+} gate_t;
+
+static ErlNifResourceType *GATE_RT;
 
 /* A job is a resource: the Erlang caller holds it (to cancel), and so does
  * whichever queue, worker or janitor task is handling it.  The job follows
@@ -37,6 +56,8 @@ struct job {
     ErlNifPid caller;
     ErlNifMonitor monitor;    /* on the caller; set in submit, removed by finish */
     int context;              /* 0 = any worker */
+    gate_t *gate;             /* or NULL; a reference kept until the job goes */
+    gate_place_t place;       /* at the gate; guarded by P.lock */
     _Atomic int state;        /* job_state_t; changed under P.lock, read anywhere */
     worker_t *worker;         /* set under P.lock when the job starts */
     int raised;               /* CallTimeout raised in it, by a read or the
@@ -106,6 +127,8 @@ static void job_dtor(ErlNifEnv *env, void *obj)
     job_t *job = obj;
     if (job->env)
         enif_free_env(job->env);
+    if (job->gate)
+        enif_release_resource(job->gate);
 }
 
 static int job_cancel(ErlNifEnv *env, job_t *job);
@@ -123,7 +146,8 @@ int workers_job_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags)
 {
     ErlNifResourceTypeInit init = {.dtor = job_dtor, .down = job_down};
     ERLPY_JOB_RT = enif_open_resource_type_x(env, "erlpy_job", &init, flags, NULL);
-    return ERLPY_JOB_RT ? 0 : -1;
+    GATE_RT = enif_open_resource_type(env, NULL, "erlpy_gate", NULL, flags, NULL);
+    return ERLPY_JOB_RT && GATE_RT ? 0 : -1;
 }
 
 static int worker_interrupted(void *unused)
@@ -422,6 +446,41 @@ static void signal_worker(worker_t *w)
         pthread_cond_signal(&w->wake);
 }
 
+/* Queues a job to run: on its context, or for any worker.  Returns the
+ * worker to signal once P.lock is let go, or NULL. */
+static worker_t *enqueue_locked(job_t *job)
+{
+    if (job->context) {
+        worker_t *w = P.workers[job->context - 1];
+        push(&w->head, &w->tail, job);
+        atomic_fetch_add(&w->queued, 1);
+        return w->idle ? w : NULL;
+    }
+    push(&P.head, &P.tail, job);
+    atomic_fetch_add(&P.queued, 1);
+    return wake_idle_locked();
+}
+
+/* The job gives its place back: the gate's oldest waiter takes it and is
+ * queued to run.  Returns the worker to signal, or NULL.  From a finishing
+ * worker, a job for any worker wakes nobody: that worker is counted in
+ * P.looking and takes it itself. */
+static worker_t *gate_leave_locked(job_t *job)
+{
+    gate_t *g = job->gate;
+    if (job->place != GATE_HOLDING)
+        return NULL;
+    job->place = GATE_NONE;
+    job_t *next = pop(&g->head, &g->tail);
+    if (!next) {
+        g->holding--;
+        return NULL;
+    }
+    g->waiting--;
+    next->place = GATE_HOLDING;
+    return enqueue_locked(next);
+}
+
 /* Waits for the next job of this worker: its own queue first, then the shared
  * one (only while it is one of the contexts in use). */
 static job_t *next_job(worker_t *w, unsigned *generation, int *looking)
@@ -481,7 +540,9 @@ static void finish(job_t *job, ERL_NIF_TERM reply, worker_t *w, int *looking)
     int cancelled = atomic_load(&job->state) == JOB_CANCELLED;
     if (!cancelled)
         atomic_store(&job->state, JOB_DONE);
+    worker_t *wake = gate_leave_locked(job);
     pthread_mutex_unlock(&P.lock);
+    signal_worker(wake);
     if (!cancelled)
         enif_send(NULL, &job->caller, job->env, enif_make_tuple2(job->env, job->ref, reply));
     enif_release_resource(job);
@@ -654,13 +715,23 @@ static int term_is_small(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int depth
     return 1; /* an atom, number, pid, ...; a binary is copied by reference or is tiny */
 }
 
-/* submit(Context, Ref, Request) -> {ok, Job} | {error, not_started | no_context} */
+/* submit(Context, Ref, Request) -> {ok, Job} | {error, not_started | no_context}
+ * submit(Context, Ref, Request, Gate, first | next): through a gate (see
+ * gate_t); a `first` job is refused with {error, busy} when the gate has
+ * max_waiting jobs waiting already, a `next` one always waits. */
 ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    int context;
+    int context, first = 0;
+    gate_t *gate = NULL;
     if (!enif_get_int(env, argv[0], &context) || context < 0 || !enif_is_ref(env, argv[1]) ||
         !valid_request(env, argv[2]))
         return enif_make_badarg(env);
+    if (argc == 5) {
+        first = enif_is_identical(argv[4], ATOMS.first);
+        if (!enif_get_resource(env, argv[3], GATE_RT, (void **)&gate) ||
+            (!first && !enif_is_identical(argv[4], ATOMS.next)))
+            return enif_make_badarg(env);
+    }
     long budget = SMALL_REQUEST_CELLS;
     if (enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER &&
         !term_is_small(env, argv[2], &budget, SMALL_REQUEST_DEPTH))
@@ -692,17 +763,24 @@ ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         result = erlpy_make_error(env, ATOMS.not_started);
     } else if (context > P.contexts) {
         result = erlpy_make_error(env, ATOMS.no_context);
+    } else if (gate && first && gate->holding >= gate->cap && gate->waiting >= gate->max_waiting) {
+        result = erlpy_make_error(env, ATOMS.busy);
     } else {
         enif_keep_resource(job); /* the queue's reference */
-        if (context) {
-            worker_t *w = P.workers[context - 1];
-            push(&w->head, &w->tail, job);
-            atomic_fetch_add(&w->queued, 1);
-            wake = w->idle ? w : NULL;
+        if (gate) {
+            enif_keep_resource(gate); /* released by job_dtor */
+            job->gate = gate;
+        }
+        if (gate && gate->holding >= gate->cap) {
+            job->place = GATE_WAITING;
+            gate->waiting++;
+            push(&gate->head, &gate->tail, job);
         } else {
-            push(&P.head, &P.tail, job);
-            atomic_fetch_add(&P.queued, 1);
-            wake = wake_idle_locked();
+            if (gate) {
+                job->place = GATE_HOLDING;
+                gate->holding++;
+            }
+            wake = enqueue_locked(job);
         }
         result = enif_make_tuple2(env, ATOMS.ok, enif_make_resource(env, job));
     }
@@ -739,12 +817,19 @@ static int job_cancel(ErlNifEnv *env, job_t *job)
     int release_queue_ref = 0, post_interrupt = 0;
     pthread_mutex_lock(&P.lock);
     int state = atomic_load(&job->state);
-    if (state == JOB_QUEUED) {
+    worker_t *wake = NULL;
+    if (state == JOB_QUEUED && job->place == GATE_WAITING) {
+        release_queue_ref = unlink_job(&job->gate->head, &job->gate->tail, job);
+        job->gate->waiting--;
+        job->place = GATE_NONE;
+        atomic_store(&job->state, JOB_CANCELLED);
+    } else if (state == JOB_QUEUED) {
         worker_t *w = job->context ? P.workers[job->context - 1] : NULL;
         release_queue_ref = w ? unlink_job(&w->head, &w->tail, job) : unlink_job(&P.head, &P.tail, job);
         if (release_queue_ref)
             atomic_fetch_sub(w ? &w->queued : &P.queued, 1);
         atomic_store(&job->state, JOB_CANCELLED);
+        wake = gate_leave_locked(job); /* it never runs: its place goes on */
     } else if (state == JOB_RUNNING) {
         atomic_store(&job->state, JOB_CANCELLED);
         enif_keep_resource(job); /* the interrupt task's reference */
@@ -753,6 +838,7 @@ static int job_cancel(ErlNifEnv *env, job_t *job)
             stream_wake(job->waiting_on);
     }
     pthread_mutex_unlock(&P.lock);
+    signal_worker(wake);
     if (post_interrupt)
         janitor_interrupt(&job->interrupt);
     if (release_queue_ref) {
@@ -793,5 +879,42 @@ ERL_NIF_TERM workers_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     pthread_mutex_unlock(&P.lock);
     ERL_NIF_TERM map;
     enif_make_map_from_arrays(env, keys, values, 4, &map);
+    return map;
+}
+
+/* gate_new(Cap, MaxWaiting) -> Gate: at most Cap jobs submitted through it
+ * hold a place (queued to run or running) at once. */
+ERL_NIF_TERM workers_gate_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    int cap, max_waiting;
+    if (!enif_get_int(env, argv[0], &cap) || cap < 1 || !enif_get_int(env, argv[1], &max_waiting) ||
+        max_waiting < 0)
+        return enif_make_badarg(env);
+    gate_t *g = enif_alloc_resource(GATE_RT, sizeof *g);
+    if (!g)
+        return erlpy_make_error(env, ATOMS.enomem);
+    memset(g, 0, sizeof *g);
+    g->cap = cap;
+    g->max_waiting = max_waiting;
+    ERL_NIF_TERM term = enif_make_resource(env, g);
+    enif_release_resource(g);
+    return term;
+}
+
+/* gate_info(Gate) -> #{holding, waiting} */
+ERL_NIF_TERM workers_gate_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    gate_t *g;
+    if (!enif_get_resource(env, argv[0], GATE_RT, (void **)&g))
+        return enif_make_badarg(env);
+    pthread_mutex_lock(&P.lock);
+    int holding = g->holding, waiting = g->waiting;
+    pthread_mutex_unlock(&P.lock);
+    ERL_NIF_TERM keys[] = {enif_make_atom(env, "holding"), enif_make_atom(env, "waiting")};
+    ERL_NIF_TERM values[] = {enif_make_int(env, holding), enif_make_int(env, waiting)};
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, values, 2, &map);
     return map;
 }

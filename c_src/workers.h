@@ -49,6 +49,8 @@ ERL_NIF_TERM workers_stop_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
 ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM workers_cancel_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM workers_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM workers_gate_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM workers_gate_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 int workers_job_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags);
 int erlpy_object_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags);
 

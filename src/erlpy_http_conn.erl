@@ -228,13 +228,8 @@ run(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Start, Method, Pa
            keep_alive => keep_alive(Version, Lower, Framing), expect => Expect,
            pump => Pump, status => 0, sent => false, pending => [], framing => none,
            left => infinity, bytes => 0},
-    Gate = case Conf of
-               #{slots := Slots} ->
-                   #{acquire => fun(Kind) -> erlpy_http_slots:acquire(Slots, Kind) end,
-                     release => fun() -> erlpy_http_slots:release(Slots) end};
-               _ ->
-                   #{}
-           end,
+    erlpy_http_listener:count_request(),
+    Gate = maps:with([gate], Conf),
     Opts = Gate#{notify_read => Expect, would_block => fun() -> backlogged(Sock) end},
     {Result, R} = case Conf of
                       #{interface := asgi} ->

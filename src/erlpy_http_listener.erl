@@ -11,19 +11,44 @@
 -module(erlpy_http_listener).
 -behaviour(gen_server).
 
--export([start_link/1, registry/1, register/2, unregister/2]).
+-export([start_link/1, registry/1, register/2, unregister/2, count_request/0, requests/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 %% @doc Adds a fresh registry (counter and table) and the server's worker
-%% gate (`erlpy_http_slots') to a configuration.  Called by the server's
-%% supervisor, which owns their tables: they outlive restarts of its children.
+%% gate (`py:gate/2', none for `max_workers => infinity') to a
+%% configuration.  Called by the server's supervisor, which owns their
+%% tables: they outlive restarts of its children.
 -spec registry(map()) -> map().
 registry(#{max_waiting := MaxWaiting} = Conf) ->
     %% By default all contexts but one, left to the node's other callers.
-    MaxWorkers = maps:get(max_workers, Conf, max(1, py:contexts() - 1)),
-    Conf#{count => atomics:new(1, [{signed, true}]),
-          conns => ets:new(erlpy_http_conns, [set, public, {write_concurrency, true}]),
-          slots => erlpy_http_slots:new(MaxWorkers, MaxWaiting)}.
+    Gate = case maps:get(max_workers, Conf, max(1, py:contexts() - 1)) of
+               infinity -> #{};
+               MaxWorkers -> #{gate => py:gate(MaxWorkers, MaxWaiting)}
+           end,
+    maps:merge(Conf#{count => atomics:new(1, [{signed, true}]),
+                     conns => ets:new(erlpy_http_conns, [set, public, {write_concurrency, true}])},
+               Gate).
+
+%% @doc Counts a request begun by one of this node's servers.
+-spec count_request() -> ok.
+count_request() ->
+    counters:add(request_counter(), 1, 1).
+
+%% @doc Requests this node's servers have begun (`erlpy_nodes_http'
+%% recycles a worker node after `max_requests').
+-spec requests() -> non_neg_integer().
+requests() ->
+    counters:get(request_counter(), 1).
+
+request_counter() ->
+    case persistent_term:get({?MODULE, requests}, undefined) of
+        undefined ->
+            C = counters:new(1, [write_concurrency]),
+            persistent_term:put({?MODULE, requests}, C),
+            persistent_term:get({?MODULE, requests});
+        C ->
+            C
+    end.
 
 %% @doc Registers a connection; returns how many are open now.
 -spec register(map(), pid()) -> integer().

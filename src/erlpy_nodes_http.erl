@@ -91,7 +91,7 @@ log(Event, #{config := #{pool := {Pool, Front}}}) ->
 %% and once the pool lets it (one node at a time, the others up), stops
 %% the server gracefully and asks the pool for a fresh node.
 recycle_after(Limit, {Pool, Front} = P) ->
-    case erlpy_http_slots:requests() >= Limit andalso
+    case erlpy_http_listener:requests() >= Limit andalso
         (catch gen_server:call({Pool, Front}, {may_recycle, node()}, 10000)) =:= true of
         true ->
             logger:info("erlpy: worker node ~s served ~b requests: recycling it", [node(), Limit]),

@@ -16,7 +16,7 @@
 -export([call/3, call/4, call/5, call/6,
          eval/1, eval/2, eval/3, eval/4,
          exec/1, exec/2, exec/3,
-         submit/5,
+         submit/5, submit/6, gate/2, gate_info/1,
          context/1, contexts/0, worker_node/1, worker_node/2]).
 -export([run/3]).
 
@@ -30,11 +30,13 @@
 -type code() :: iodata().
 -type kwargs() :: #{atom() | binary() => term()}.
 -type options() :: #{timeout => timeout()}.
+-opaque gate() :: py_nif:gate().
+-type submit_options() :: #{gate => gate(), admit => first | next}.
 -type error() :: timeout | too_deep | not_started | no_context | enomem
                | no_worker_nodes | {node_down, node()} | {worker_exit, term()}
                | {foreign_handle, node()}
                | {python, Type :: binary(), Message :: binary(), Traceback :: binary()}.
--export_type([context/0, target/0, error/0, options/0, kwargs/0]).
+-export_type([context/0, target/0, error/0, options/0, kwargs/0, gate/0, submit_options/0]).
 
 %% @doc Calls `Module.Function(*Args)' on any free worker.
 -spec call(name(), name(), [term()]) -> {ok, term()} | {error, error()}.
@@ -82,23 +84,59 @@ call(_Ctx, _Module, _Function, _Args, _Kwargs, _Options) ->
 %% cancelled, as every call whose caller dies).
 -spec submit(target(), name(), name(), [term()], kwargs()) ->
           {ok, reference()} | {error, error()}.
-submit(Ctx, Module, Function, Args, Kwargs) when is_list(Args), is_map(Kwargs) ->
+submit(Ctx, Module, Function, Args, Kwargs) ->
+    submit(Ctx, Module, Function, Args, Kwargs, #{}).
+
+%% @doc `submit/5' with options: `gate', a gate (`gate/2') the call must
+%% pass, on this node's workers, and `admit' (default `first'): a `first'
+%% call is refused with `{error, busy}' when the gate's waiting room is
+%% full, a `next' call (a later job of work already admitted) always waits.
+-spec submit(target(), name(), name(), [term()], kwargs(), submit_options()) ->
+          {ok, reference()} | {error, error() | busy}.
+submit(Ctx, Module, Function, Args, Kwargs, Opts) when is_list(Args), is_map(Kwargs), is_map(Opts) ->
     _ = length(Args),
     Request = {call, name(Module), name(Function), Args, Kwargs},
-    case Ctx of
-        #py_context{node = {Pool, I}, id = N} ->
+    case {Ctx, Opts} of
+        {#py_context{node = {_, _}}, #{gate := _}} ->
+            error(badarg); %% gates are this node's
+        {#py_context{node = {Pool, I}, id = N}, _} ->
             py_nodes:submit({Pool, I, N}, Request);
-        worker_nodes ->
+        {worker_nodes, #{gate := _}} ->
+            error(badarg);
+        {worker_nodes, _} ->
             py_nodes:submit(worker_nodes, Request);
         _ ->
             Ref = make_ref(),
-            case py_nif:submit(context_id(Ctx), Ref, Request) of
+            Submitted = case Opts of
+                            #{gate := Gate} ->
+                                py_nif:submit(context_id(Ctx), Ref, Request, Gate, maps:get(admit, Opts, first));
+                            _ ->
+                                py_nif:submit(context_id(Ctx), Ref, Request)
+                        end,
+            case Submitted of
                 {ok, _Job} -> {ok, Ref};
                 {error, _} = Error -> Error
             end
     end;
-submit(_Ctx, _Module, _Function, _Args, _Kwargs) ->
+submit(_Ctx, _Module, _Function, _Args, _Kwargs, _Opts) ->
     error(badarg).
+
+%% @doc A gate for calls on this node's workers: at most `MaxRunning' of the
+%% calls submitted through it (`submit/6') are queued to run or running at
+%% once, and at most `MaxWaiting' new ones wait beyond that, oldest first.
+%% The wait happens in the worker pool, not in the caller: a worker that
+%% finishes such a call starts the next waiting one itself.  erlpy's HTTP
+%% server caps its share of the workers with one (`max_workers').  The
+%% gate lives as long as a process or a call holds it.
+-spec gate(pos_integer(), non_neg_integer()) -> gate() | {error, enomem}.
+gate(MaxRunning, MaxWaiting) ->
+    py_nif:gate_new(MaxRunning, MaxWaiting).
+
+%% @doc The calls holding a place at a gate (queued to run or running) and
+%% those waiting for one.
+-spec gate_info(gate()) -> #{holding := non_neg_integer(), waiting := non_neg_integer()}.
+gate_info(Gate) ->
+    py_nif:gate_info(Gate).
 
 %% @doc Evaluates a Python expression on any worker.
 -spec eval(code()) -> {ok, term()} | {error, error()}.

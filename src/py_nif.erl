@@ -3,7 +3,8 @@
 %% interpreter.  Use the `py' and `py_buffer' modules instead.
 -module(py_nif).
 
--export([start/1, stop/0, submit/3, cancel/1, info/0, set_forwarder/1]).
+-export([start/1, stop/0, submit/3, submit/5, cancel/1, info/0, set_forwarder/1,
+         gate_new/2, gate_info/1]).
 -export([buffer_new/1, buffer_write/2, buffer_close/1, buffer_abort/2, buffer_info/1,
          buffer_want_drain/2, buffer_cancel_drain/1, buffer_notify_read/2, buffer_take/3]).
 -export([inbox_new/0, inbox_push/3]).
@@ -11,9 +12,10 @@
 -on_load(load/0).
 
 -type job() :: reference().
+-type gate() :: reference().
 -type buffer() :: reference().
 -type inbox() :: reference().
--export_type([job/0, buffer/0, inbox/0]).
+-export_type([job/0, gate/0, buffer/0, inbox/0]).
 
 -spec load() -> ok | {error, term()}.
 load() ->
@@ -41,6 +43,16 @@ stop() -> erlang:nif_error(not_loaded).
 -spec submit(non_neg_integer(), reference(), tuple()) ->
           {ok, job()} | {error, not_started | no_context | enomem}.
 submit(_Context, _Ref, _Request) -> erlang:nif_error(not_loaded).
+
+-spec submit(non_neg_integer(), reference(), tuple(), gate(), first | next) ->
+          {ok, job()} | {error, not_started | no_context | enomem | busy}.
+submit(_Context, _Ref, _Request, _Gate, _Admit) -> erlang:nif_error(not_loaded).
+
+-spec gate_new(pos_integer(), non_neg_integer()) -> gate() | {error, enomem}.
+gate_new(_Cap, _MaxWaiting) -> erlang:nif_error(not_loaded).
+
+-spec gate_info(gate()) -> #{holding := non_neg_integer(), waiting := non_neg_integer()}.
+gate_info(_Gate) -> erlang:nif_error(not_loaded).
 
 -spec cancel(job()) -> cancelled | done.
 cancel(_Job) -> erlang:nif_error(not_loaded).

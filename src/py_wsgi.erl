@@ -46,10 +46,9 @@
                 | {error, busy}
                 | {error, {app_error, py:error()}, HeadersSent :: boolean()}.
 -type options() :: #{context => py:target(), on_log => fun((binary()) -> any()),
-                     notify_read => boolean(), acquire => acquire(), release => fun(() -> any()),
+                     notify_read => boolean(), gate => py:gate(),
                      would_block => fun(() -> boolean())}.
--type acquire() :: fun((first | next) -> ok | busy).
--export_type([app/0, handler/0, handler_fun/0, event/0, result/0, options/0, acquire/0]).
+-export_type([app/0, handler/0, handler_fun/0, event/0, result/0, options/0]).
 
 -define(REAPER, py_wsgi_reaper).
 -define(ACKS, {?MODULE, acks}).
@@ -60,11 +59,9 @@
 %% body: the app reads an empty `io.BytesIO', with no buffer made).  Options: `context' (default
 %% `any': the first job goes to any free worker, later steps to the same
 %% one), `on_log' (what `wsgi.errors' writes; default: `logger:warning'),
-%% `notify_read' (default false), and a gate on the workers the request
-%% takes: `acquire' is called before each job (`first' before the app is
-%% called, which may answer `busy': then the app is not run and the result
-%% is `{error, busy}'; `next' before each later step, which must wait and
-%% answer `ok'), `release' once after each job.  `would_block' (default:
+%% `notify_read' (default false), and `gate', a `py:gate/2' every job of
+%% the request passes (the first may be refused: then the app is not run
+%% and the result is `{error, busy}'; later steps wait).  `would_block' (default:
 %% never) tells whether handing the next chunk to the handler may wait long
 %% (the client is not reading): then the job's end is awaited first, so its
 %% worker is released before that wait.  Returns the result and the
@@ -73,31 +70,20 @@
 run(App, Environ, Input, {Handler, HState}, Opts) when is_function(Handler, 2), is_map(Environ) ->
     AppTerm = if is_list(App) -> unicode:characters_to_binary(App); true -> App end,
     Rid = erlang:unique_integer([positive]),
-    Acquire = maps:get(acquire, Opts, fun(_) -> ok end),
-    Release = maps:get(release, Opts, fun() -> ok end),
-    case Acquire(first) of
-        ok ->
-            Acks = acks(),
-            Reaper = case whereis(?REAPER) of undefined -> none; Pid -> Pid end,
-            Args = [AppTerm, Environ#{<<"wsgi.input">> => Input}, self(), Rid, Acks, Reaper],
-            case maps:get(notify_read, Opts, false) of
-                true when Input =/= none -> ok = py_nif:buffer_notify_read(Input, Rid);
-                _ -> ok
-            end,
-            Log = maps:get(on_log, Opts, fun(Text) -> logger:warning("wsgi.errors: ~ts", [Text]) end),
-            S = #{rid => Rid, acks => Acks, input => Input, handler => Handler, hstate => HState,
-                  log => Log, sent => false, gone => false, acquire => Acquire, release => Release,
-                  would_block => maps:get(would_block, Opts, fun() -> false end),
-                  blocking => false, acked_after => none, delivered => 0, reply => none},
-            try
-                job(S, maps:get(context, Opts, any), run, Args)
-            after
-                %% A handler that crashed: the worker it held is free again.
-                erase(?MODULE) =:= held andalso Release()
-            end;
-        busy ->
-            {{error, busy}, HState}
-    end;
+    Acks = acks(),
+    Reaper = case whereis(?REAPER) of undefined -> none; Pid -> Pid end,
+    Args = [AppTerm, Environ#{<<"wsgi.input">> => Input}, self(), Rid, Acks, Reaper],
+    case maps:get(notify_read, Opts, false) of
+        true when Input =/= none -> ok = py_nif:buffer_notify_read(Input, Rid);
+        _ -> ok
+    end,
+    Log = maps:get(on_log, Opts, fun(Text) -> logger:warning("wsgi.errors: ~ts", [Text]) end),
+    Gate = case Opts of #{gate := G} -> #{gate => G}; _ -> #{} end,
+    S = #{rid => Rid, acks => Acks, input => Input, handler => Handler, hstate => HState,
+          log => Log, sent => false, gone => false, gate => Gate,
+          would_block => maps:get(would_block, Opts, fun() -> false end),
+          blocking => false, acked_after => none, delivered => 0, reply => none},
+    job(S, maps:get(context, Opts, any), run, Args, first);
 run(_App, _Environ, _Input, _Handler, _Opts) ->
     error(badarg).
 
@@ -120,16 +106,16 @@ reuse_acks(#{blocking := false, gone := false, acks := Acks}) ->
 reuse_acks(_S) ->
     ok.
 
-%% One job of the request (holding the gate from acquire to reply), then
-%% the messages it sends.
-job(#{release := Release} = S, Ctx, Function, Args) ->
-    put(?MODULE, held),
-    case py:submit(Ctx, erlpy_wsgi, Function, Args, #{}) of
+%% One job of the request (through the gate, if any), then the messages it
+%% sends.
+job(#{gate := Gate} = S, Ctx, Function, Args, Admit) ->
+    case py:submit(Ctx, erlpy_wsgi, Function, Args, #{}, Gate#{admit => Admit}) of
         {ok, Ref} ->
             loop(S#{ref => Ref});
+        {error, busy} -> %% only ever a first job: the app did not run
+            reuse_acks(S),
+            {{error, busy}, maps:get(hstate, S)};
         {error, Reason} ->
-            erase(?MODULE),
-            Release(),
             {{error, {app_error, Reason}, maps:get(sent, S)}, maps:get(hstate, S)}
     end.
 
@@ -205,16 +191,11 @@ loop(#{ref := Ref, rid := Rid, reply := Early} = S) ->
         {py_buffer_reading, Rid} ->
             loop(deliver(S, read_started));
         {Ref, Reply} when Early =:= none ->
-            next(replied(S, Reply), Reply)
+            next(S#{reply := {reply, Reply}}, Reply)
     after case Early of none -> infinity; _ -> 0 end ->
             {reply, Reply} = Early,
             next(S, Reply)
     end.
-
-replied(#{release := Release} = S, Reply) ->
-    erase(?MODULE),
-    Release(),
-    S#{reply := {reply, Reply}}.
 
 %% Once the app has called write() (which counts what is in flight; the
 %% body iterable's chunks are paced by the steps), each chunk it sent after
@@ -243,17 +224,16 @@ hold(S) ->
 %% Unless the app turns to write(), which waits for deliveries.
 await_reply(#{ref := Ref, rid := Rid} = S) ->
     receive
-        {Ref, Reply} -> replied(S, Reply);
+        {Ref, Reply} -> S#{reply := {reply, Reply}};
         {wsgi_blocking, Rid, Before} -> S#{blocking := true, acked_after := Before};
         {py_buffer_reading, Rid} -> await_reply(deliver(S, read_started))
     end.
 
 %% Every chunk of the window has been handed to the handler: the next
 %% step, on the worker that ran the last one, or close when the client left.
-next(#{acquire := Acquire} = S, {ok, {more, Token, Ctx}}) ->
-    ok = Acquire(next),
+next(S, {ok, {more, Token, Ctx}}) ->
     Function = case S of #{gone := true} -> close; _ -> step end,
-    job(S#{reply := none}, py:context(Ctx), Function, [Token]);
+    job(S#{reply := none}, py:context(Ctx), Function, [Token], next);
 next(S, {ok, {done, Status, Headers, Body}}) ->
     %% The whole response came in the reply (the worker is free already).
     S2 = deliver(S#{sent := true}, {headers, Status, Headers}),

@@ -16,7 +16,7 @@ all() ->
      expect_small_body_answered_at_once,
      sqlite_while_iterating, streamed_as_produced, write_to_slow_reader, write_window_after_keep_alive,
      close_once_normal_end, close_once_client_gone,
-     close_once_app_exception, close_once_server_stop, worker_cap_and_503, slots_gate].
+     close_once_app_exception, close_once_server_stop, worker_cap_and_503, py_gate].
 
 init_per_suite(Config) ->
     erlpy_test:start(Config).
@@ -341,36 +341,51 @@ worker_cap_and_503(_Config) ->
     ?assertEqual({200, <<"Hello, World!">>}, get(Port, "/hello")),
     erlpy_http:stop(Srv).
 
-%% The gate alone: waiters served oldest first, `busy' past max_waiting
-%% for a new request (never for a request's next job), and a worker held by
-%% a process killed outright comes back.
-slots_gate(_Config) ->
-    Slots = erlpy_http_slots:new(1, 1),
-    ok = erlpy_http_slots:acquire(Slots, first),
+%% The gate alone (py:gate/2, py:submit/6): waiters served oldest first,
+%% `busy' past max_waiting for a first call (never for a next one), a
+%% waiting call whose caller dies leaves the queue, and a holder whose
+%% caller dies is cancelled and passes its place on.
+py_gate(_Config) ->
+    G = py:gate(1, 1),
+    Hold = fun(Key, Admit) -> py:submit(any, slow_apps, hold, [Key], #{}, #{gate => G, admit => Admit}) end,
+    Held = fun(Key) -> {ok, N} = py:call(slow_apps, count, [<<"held">>, Key]), N end,
+    Release = fun(Key) -> {ok, true} = py:eval(<<"__import__('slow_apps').gate(k.decode()).set() or True">>,
+                                               #{k => Key}) end,
+    {ok, A} = Hold(<<"ga">>, first),
+    erlpy_test:wait_until(fun() -> Held(<<"ga">>) =:= 1 end),
+    {ok, B} = Hold(<<"gb">>, first),
+    ?assertEqual({error, busy}, Hold(<<"gc">>, first)),
+    {ok, D} = Hold(<<"gd">>, next), %% waits though the waiting room is full
     Self = self(),
-    Waiter = fun(Tag, Kind) ->
-                     spawn_link(fun() ->
-                                        Self ! {Tag, erlpy_http_slots:acquire(Slots, Kind)},
-                                        receive release -> ok = erlpy_http_slots:release(Slots) end,
-                                        Self ! {Tag, released}
-                                end)
-             end,
-    A = Waiter(a, first),
-    timer:sleep(100), %% let A queue
-    ?assertEqual(busy, erlpy_http_slots:acquire(Slots, first)),
-    B = Waiter(b, next), %% waits even though the queue is full
-    timer:sleep(100),
-    ok = erlpy_http_slots:release(Slots),
-    receive {a, ok} -> ok after 5000 -> ct:fail(a_not_served) end,
-    receive {b, _} -> ct:fail(b_before_a_released) after 100 -> ok end,
-    A ! release,
-    receive {a, released} -> ok after 5000 -> ct:fail(a_not_released) end,
-    receive {b, ok} -> ok after 5000 -> ct:fail(b_not_served) end,
-    %% B is killed holding the worker: the next acquire gets it back.
-    unlink(B),
-    exit(B, kill),
-    ?assertEqual(ok, erlpy_http_slots:acquire(Slots, first)),
-    ok = erlpy_http_slots:release(Slots).
+    Doomed = spawn(fun() -> Self ! {self(), Hold(<<"ge">>, next)}, receive never -> ok end end),
+    receive {Doomed, {ok, _}} -> ok after 5000 -> ct:fail(not_submitted) end,
+    ?assertEqual(#{holding => 1, waiting => 3}, py:gate_info(G)),
+    exit(Doomed, kill),
+    erlpy_test:wait_until(fun() -> py:gate_info(G) =:= #{holding => 1, waiting => 2} end),
+    Release(<<"ga">>),
+    receive {A, {ok, <<"ga">>}} -> ok after 5000 -> ct:fail(a_not_done) end,
+    erlpy_test:wait_until(fun() -> Held(<<"gb">>) =:= 1 end),
+    ?assertEqual(0, Held(<<"gd">>)),
+    Release(<<"gb">>),
+    receive {B, {ok, <<"gb">>}} -> ok after 5000 -> ct:fail(b_not_done) end,
+    Release(<<"gd">>),
+    receive {D, {ok, <<"gd">>}} -> ok after 5000 -> ct:fail(d_not_done) end,
+    ?assertEqual(0, Held(<<"ge">>)),
+    %% A holder whose caller dies: cancelled, and the next waiter runs.
+    Holder = spawn(fun() -> Self ! {self(), Hold(<<"gf">>, first)}, receive never -> ok end end),
+    receive {Holder, {ok, _}} -> ok after 5000 -> ct:fail(not_submitted) end,
+    erlpy_test:wait_until(fun() -> Held(<<"gf">>) =:= 1 end),
+    {ok, F2} = Hold(<<"gg">>, first),
+    exit(Holder, kill),
+    erlpy_test:wait_until(fun() -> Held(<<"gg">>) =:= 1 end),
+    Release(<<"gg">>),
+    receive {F2, {ok, <<"gg">>}} -> ok after 5000 -> ct:fail(g_not_done) end,
+    erlpy_test:wait_until(fun() -> py:gate_info(G) =:= #{holding => 0, waiting => 0} end),
+    %% Gates are this node's; wrong arguments are badarg.
+    ?assertError(badarg, py:submit(worker_nodes, slow_apps, hold, [<<"x">>], #{}, #{gate => G})),
+    ?assertError(badarg, py:submit(any, slow_apps, hold, [<<"x">>], #{}, #{gate => G, admit => later})),
+    ?assertError(badarg, py:submit(any, slow_apps, hold, [<<"x">>], #{}, #{gate => not_a_gate})),
+    ?assertError(badarg, py:gate(0, 1)).
 
 %% ------------------------------------------------------------------ helpers
 

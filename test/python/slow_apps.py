@@ -13,6 +13,15 @@ def gate(name):
     return _gates.setdefault(name, threading.Event())
 
 
+def hold(key):
+    """A call that holds its worker until gate(key) is set (py_gate in the
+    suite); short waits, so that a cancel's CallTimeout gets in."""
+    events.append(("held", key.decode(), threading.get_ident()))
+    while not gate(key.decode()).wait(0.02):
+        pass
+    return key
+
+
 def count(what, key=None):
     what, key = [v.decode() if isinstance(v, bytes) else v for v in (what, key)]
     return sum(1 for e in events if e[0] == what and (key is None or e[1] == key))
