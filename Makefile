@@ -13,7 +13,7 @@ REBAR ?= rebar3
 FUZZ_SECONDS ?= 20
 ERL_PATH := -pa _build/default/lib/erlpy/ebin
 
-.PHONY: all setup build run demo test test-c test-ct test-pythons test-asan dialyzer bench bench-call bench-buffer bench-buffer-callgrind bench-wsgi clean
+.PHONY: all setup build run demo test test-c test-ct test-pythons test-asan dialyzer bench bench-call bench-buffer bench-buffer-callgrind bench-wsgi bench-floor clean
 
 all: build
 
@@ -78,6 +78,9 @@ bench-buffer: build
 # (callgrind; steady on a busy machine): bench/callgrind/run.sh.
 bench-buffer-callgrind:
 	@bench/callgrind/run.sh
+
+bench-floor: build
+	@$(PYTHON) bench/bench_floor.py
 
 bench-wsgi: build
 	@$(PYTHON) bench/bench_wsgi.py $(if $(PLOT),--plot $(PLOT))
