@@ -30,16 +30,18 @@ typedef struct worker worker_t;
 
 /* A gate caps the jobs of one kind (an HTTP server's requests) that hold a
  * place at once: queued to run or running.  The others wait in the gate's
- * own queue, oldest first; the thread that frees a place (a finishing
- * worker, a cancel) passes it to the oldest waiter and queues that job to
- * run, so a waiter costs no Erlang process a wake-up.  A resource: each of
- * its jobs holds a reference.  `cap` and `max_waiting` are set once; the
- * rest is guarded by P.lock. */
+ * own queues, oldest first, later steps of admitted work (`next`) before
+ * new work (`first`): what has started finishes first.  The thread that
+ * frees a place (a finishing worker, a cancel) passes it to the next waiter
+ * and queues that job to run, so a waiter costs no Erlang process a
+ * wake-up.  A resource: each of its jobs holds a reference.  `cap` and
+ * `max_waiting` are set once; the rest is guarded by P.lock. */
 typedef struct gate {
     int cap, max_waiting;
-    int holding;        /* jobs holding a place */
-    int waiting;        /* jobs in the queue below */
-    job_t *head, *tail;
+    int holding;                     /* jobs holding a place */
+    int waiting;                     /* jobs in the two queues below */
+    job_t *next_head, *next_tail;    /* `next` jobs */
+    job_t *first_head, *first_tail;  /* `first` jobs */
 } gate_t;
 
 static ErlNifResourceType *GATE_RT;
@@ -58,6 +60,7 @@ struct job {
     int context;              /* 0 = any worker */
     gate_t *gate;             /* or NULL; a reference kept until the job goes */
     gate_place_t place;       /* at the gate; guarded by P.lock */
+    int first;                /* submitted as `first` (which gate queue); set once */
     _Atomic int state;        /* job_state_t; changed under P.lock, read anywhere */
     worker_t *worker;         /* set under P.lock when the job starts */
     int raised;               /* CallTimeout raised in it, by a read or the
@@ -146,7 +149,8 @@ int workers_job_rt_open(ErlNifEnv *env, ErlNifResourceFlags flags)
 {
     ErlNifResourceTypeInit init = {.dtor = job_dtor, .down = job_down};
     ERLPY_JOB_RT = enif_open_resource_type_x(env, "erlpy_job", &init, flags, NULL);
-    GATE_RT = enif_open_resource_type(env, NULL, "erlpy_gate", NULL, flags, NULL);
+    /* Created on an upgrade too: an older library may not have had it. */
+    GATE_RT = enif_open_resource_type(env, NULL, "erlpy_gate", NULL, flags | ERL_NIF_RT_CREATE, NULL);
     return ERLPY_JOB_RT && GATE_RT ? 0 : -1;
 }
 
@@ -461,17 +465,19 @@ static worker_t *enqueue_locked(job_t *job)
     return wake_idle_locked();
 }
 
-/* The job gives its place back: the gate's oldest waiter takes it and is
+/* The job gives its place back: the gate's next waiter takes it and is
  * queued to run.  Returns the worker to signal, or NULL.  From a finishing
- * worker, a job for any worker wakes nobody: that worker is counted in
- * P.looking and takes it itself. */
+ * worker of the shared queue, a job for any worker wakes nobody: that
+ * worker is counted in P.looking and takes it itself. */
 static worker_t *gate_leave_locked(job_t *job)
 {
     gate_t *g = job->gate;
     if (job->place != GATE_HOLDING)
         return NULL;
     job->place = GATE_NONE;
-    job_t *next = pop(&g->head, &g->tail);
+    job_t *next = pop(&g->next_head, &g->next_tail);
+    if (!next)
+        next = pop(&g->first_head, &g->first_tail);
     if (!next) {
         g->holding--;
         return NULL;
@@ -717,8 +723,8 @@ static int term_is_small(ErlNifEnv *env, ERL_NIF_TERM t, long *budget, int depth
 
 /* submit(Context, Ref, Request) -> {ok, Job} | {error, not_started | no_context}
  * submit(Context, Ref, Request, Gate, first | next): through a gate (see
- * gate_t); a `first` job is refused with {error, busy} when the gate has
- * max_waiting jobs waiting already, a `next` one always waits. */
+ * gate_t); a `first` job is refused with {error, busy} when the gate is full
+ * and has max_waiting jobs waiting already, a `next` one always waits. */
 ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     int context, first = 0;
@@ -773,8 +779,12 @@ ERL_NIF_TERM workers_submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         }
         if (gate && gate->holding >= gate->cap) {
             job->place = GATE_WAITING;
+            job->first = first;
             gate->waiting++;
-            push(&gate->head, &gate->tail, job);
+            if (first)
+                push(&gate->first_head, &gate->first_tail, job);
+            else
+                push(&gate->next_head, &gate->next_tail, job);
         } else {
             if (gate) {
                 job->place = GATE_HOLDING;
@@ -819,8 +829,10 @@ static int job_cancel(ErlNifEnv *env, job_t *job)
     int state = atomic_load(&job->state);
     worker_t *wake = NULL;
     if (state == JOB_QUEUED && job->place == GATE_WAITING) {
-        release_queue_ref = unlink_job(&job->gate->head, &job->gate->tail, job);
-        job->gate->waiting--;
+        gate_t *g = job->gate;
+        release_queue_ref = job->first ? unlink_job(&g->first_head, &g->first_tail, job)
+                                       : unlink_job(&g->next_head, &g->next_tail, job);
+        g->waiting--;
         job->place = GATE_NONE;
         atomic_store(&job->state, JOB_CANCELLED);
     } else if (state == JOB_QUEUED) {

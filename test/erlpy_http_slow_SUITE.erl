@@ -16,7 +16,8 @@ all() ->
      expect_small_body_answered_at_once,
      sqlite_while_iterating, streamed_as_produced, write_to_slow_reader, write_window_after_keep_alive,
      close_once_normal_end, close_once_client_gone,
-     close_once_app_exception, close_once_server_stop, worker_cap_and_503, py_gate].
+     close_once_app_exception, close_once_server_stop, worker_cap_and_503, py_gate,
+     gate_cancel_queued_holder, gate_churn_with_kills].
 
 init_per_suite(Config) ->
     erlpy_test:start(Config).
@@ -312,7 +313,7 @@ close_once_server_stop(_Config) ->
 %% ------------------------------------------------------------------ cap
 
 %% max_workers 2, max_waiting 1: two requests hold both workers, a third
-%% waits in Erlang (its app has not started), a fourth gets 503 with
+%% waits at the gate (its app has not started), a fourth gets 503 with
 %% Retry-After.  The node's other callers are served meanwhile.  When the
 %% two finish, the third runs.
 worker_cap_and_503(_Config) ->
@@ -342,9 +343,10 @@ worker_cap_and_503(_Config) ->
     erlpy_http:stop(Srv).
 
 %% The gate alone (py:gate/2, py:submit/6): waiters served oldest first,
-%% `busy' past max_waiting for a first call (never for a next one), a
-%% waiting call whose caller dies leaves the queue, and a holder whose
-%% caller dies is cancelled and passes its place on.
+%% a next call (a later step of admitted work) before first ones, `busy'
+%% past max_waiting for a first call (never for a next one), a waiting call
+%% whose caller dies leaves the queue, and a holder whose caller dies is
+%% cancelled and passes its place on.
 py_gate(_Config) ->
     G = py:gate(1, 1),
     Hold = fun(Key, Admit) -> py:submit(any, slow_apps, hold, [Key], #{}, #{gate => G, admit => Admit}) end,
@@ -364,12 +366,14 @@ py_gate(_Config) ->
     erlpy_test:wait_until(fun() -> py:gate_info(G) =:= #{holding => 1, waiting => 2} end),
     Release(<<"ga">>),
     receive {A, {ok, <<"ga">>}} -> ok after 5000 -> ct:fail(a_not_done) end,
-    erlpy_test:wait_until(fun() -> Held(<<"gb">>) =:= 1 end),
-    ?assertEqual(0, Held(<<"gd">>)),
-    Release(<<"gb">>),
-    receive {B, {ok, <<"gb">>}} -> ok after 5000 -> ct:fail(b_not_done) end,
+    %% D, a next call, goes before B, though B came first.
+    erlpy_test:wait_until(fun() -> Held(<<"gd">>) =:= 1 end),
+    ?assertEqual(0, Held(<<"gb">>)),
     Release(<<"gd">>),
     receive {D, {ok, <<"gd">>}} -> ok after 5000 -> ct:fail(d_not_done) end,
+    erlpy_test:wait_until(fun() -> Held(<<"gb">>) =:= 1 end),
+    Release(<<"gb">>),
+    receive {B, {ok, <<"gb">>}} -> ok after 5000 -> ct:fail(b_not_done) end,
     ?assertEqual(0, Held(<<"ge">>)),
     %% A holder whose caller dies: cancelled, and the next waiter runs.
     Holder = spawn(fun() -> Self ! {self(), Hold(<<"gf">>, first)}, receive never -> ok end end),
@@ -386,6 +390,54 @@ py_gate(_Config) ->
     ?assertError(badarg, py:submit(any, slow_apps, hold, [<<"x">>], #{}, #{gate => G, admit => later})),
     ?assertError(badarg, py:submit(any, slow_apps, hold, [<<"x">>], #{}, #{gate => not_a_gate})),
     ?assertError(badarg, py:gate(0, 1)).
+
+%% A gated call queued (holding a place) behind another job on its context;
+%% its caller dies: the place goes to the oldest waiter.
+gate_cancel_queued_holder(_Config) ->
+    G = py:gate(2, 10),
+    Hold = fun(Ctx, Key) -> py:submit(Ctx, slow_apps, hold, [Key], #{}, #{gate => G}) end,
+    Held = fun(Key) -> {ok, N} = py:call(slow_apps, count, [<<"held">>, Key]), N end,
+    Release = fun(Key) -> {ok, true} = py:eval(<<"__import__('slow_apps').gate(k.decode()).set() or True">>,
+                                               #{k => Key}) end,
+    {ok, Blocker} = py:submit(py:context(1), slow_apps, hold, [<<"qblk">>], #{}),
+    erlpy_test:wait_until(fun() -> Held(<<"qblk">>) =:= 1 end),
+    Self = self(),
+    Queued = spawn(fun() -> Self ! {self(), Hold(py:context(1), <<"qq">>)}, receive never -> ok end end),
+    receive {Queued, {ok, _}} -> ok after 5000 -> ct:fail(not_submitted) end,
+    {ok, R} = Hold(any, <<"qr">>),
+    erlpy_test:wait_until(fun() -> Held(<<"qr">>) =:= 1 end),
+    {ok, W} = Hold(any, <<"qw">>),
+    ?assertEqual(#{holding => 2, waiting => 1}, py:gate_info(G)),
+    exit(Queued, kill),
+    erlpy_test:wait_until(fun() -> Held(<<"qw">>) =:= 1 end),
+    ?assertEqual(#{holding => 2, waiting => 0}, py:gate_info(G)),
+    [Release(K) || K <- [<<"qblk">>, <<"qr">>, <<"qw">>]],
+    [receive {Ref, {ok, _}} -> ok after 5000 -> ct:fail({no_reply, Ref}) end || Ref <- [Blocker, R, W]],
+    ?assertEqual(0, Held(<<"qq">>)),
+    erlpy_test:wait_until(fun() -> py:gate_info(G) =:= #{holding => 0, waiting => 0} end).
+
+%% 300 gated calls on mixed contexts, first and next, a quarter of their
+%% callers killed at random moments (waiting, queued, running): every other
+%% call answers, and the gate's counts come back to zero.
+gate_churn_with_kills(_Config) ->
+    N = py:contexts(),
+    G = py:gate(2, 1000),
+    Self = self(),
+    Jobs = [begin
+                Ctx = case I rem 3 of 0 -> any; _ -> py:context(1 + I rem N) end,
+                Admit = case I rem 2 of 0 -> first; 1 -> next end,
+                P = spawn(fun() ->
+                                  {ok, Ref} = py:submit(Ctx, time, sleep, [0.002], #{},
+                                                        #{gate => G, admit => Admit}),
+                                  Self ! {submitted, self()},
+                                  receive {Ref, Reply} -> Self ! {done, self(), Reply} end
+                          end),
+                {P, I rem 4 =:= 0}
+            end || I <- lists:seq(1, 300)],
+    [receive {submitted, P} -> ok after 5000 -> ct:fail(not_submitted) end || {P, _} <- Jobs],
+    [begin timer:sleep(rand:uniform(3) - 1), exit(P, kill) end || {P, true} <- Jobs],
+    [receive {done, P, {ok, none}} -> ok after 35000 -> ct:fail({no_reply, P}) end || {P, false} <- Jobs],
+    erlpy_test:wait_until(fun() -> py:gate_info(G) =:= #{holding => 0, waiting => 0} end).
 
 %% ------------------------------------------------------------------ helpers
 
