@@ -83,6 +83,7 @@ run(Conf, #{socket := Sock, pump := Pump, kept := Kept} = Req, Input, {Handler, 
                                {none, <<>>} -> later;
                                _ -> off
                            end,
+                  active => maps:get(active, Req, false),
                   %% early: bytes of the client's next request that came
                   %% while watching; ended: it closed meanwhile.
                   pump => Pump, early => <<>>, ended => false,
@@ -95,7 +96,10 @@ run(Conf, #{socket := Sock, pump := Pump, kept := Kept} = Req, Input, {Handler, 
             {{error, busy}, HState}
     end.
 
-start_watch(Sock) ->
+%% A socket the connection keeps active has its messages waiting already.
+start_watch(#{active := true}) ->
+    on;
+start_watch(#{sock := Sock}) ->
     case inet:setopts(Sock, [{active, once}]) of
         ok -> on;
         {error, _} -> off
@@ -135,11 +139,15 @@ wait(#{rid := Rid, sock := Sock, pump := Pump, watch := Watch, deadline := Deadl
         {tcp_closed, Sock} when Watch =:= on ->
             gone(S#{watch := done});
         {tcp_error, Sock, _} when Watch =:= on ->
-            gone(S#{watch := done})
+            gone(S#{watch := done});
+        {tcp_passive, Sock} = Msg when Watch =:= on ->
+            %% The connection's active count ran out: it sets it again.
+            self() ! Msg,
+            wait(S#{watch := done})
     after wait_time(Watch, Deadline) ->
             case Watch =:= later andalso left(Deadline) > 0 of
                 true ->
-                    wait(S#{watch := start_watch(Sock)});
+                    wait(S#{watch := start_watch(S)});
                 false ->
                     py_asgi:cancel(maps:get(request, S)),
                     {{error, {app_error, timeout}, maps:get(sent, S)}, S}
@@ -229,7 +237,10 @@ finish({Result, S}) ->
                  _ -> HState
              end}.
 
-%% Stops watching, keeping what arrived meanwhile.
+%% Stops watching, keeping what arrived meanwhile.  A socket the connection
+%% keeps active goes on sending: the connection reads that.
+stop_watch(#{watch := on, active := true} = S) ->
+    S#{watch := done};
 stop_watch(#{watch := on, sock := Sock, early := Early} = S) ->
     _ = inet:setopts(Sock, [{active, false}]),
     receive

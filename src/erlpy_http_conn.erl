@@ -11,6 +11,11 @@
 -define(CRLF, "\r\n").
 -define(LINGER_QUIET, 2000).
 -define(LINGER_MAX, 30000).
+%% While no body is being read, the socket sends what arrives as messages,
+%% this many at a time: one inet:setopts/2 (which also re-arms the poll
+%% set) per ?ACTIVE_N requests instead of one per request.  At most this
+%% many receives (64 KiB each) wait in the mailbox while a request runs.
+-define(ACTIVE_N, 8).
 
 %% @doc Entry point of the connection process (spawned by an acceptor, which
 %% registered it with the server and then sends `go', or `refuse' when the
@@ -24,7 +29,7 @@ init(Socket, Conf) ->
                        _ -> {<<>>, 0}
                    end,
             try
-                idle(#{socket => Socket, conf => Conf, peer => Peer, received => <<>>})
+                idle(#{socket => Socket, conf => Conf, peer => Peer, received => <<>>, active => false})
             after
                 erlpy_http_listener:unregister(Conf, self())
             end;
@@ -40,20 +45,52 @@ init(Socket, Conf) ->
     end.
 
 %% Waiting for a request.  A pipelined one may have arrived already, with
-%% the previous request; otherwise the socket is active once, so a stop
-%% request closes an idle keep-alive connection at once.
-idle(#{socket := Sock, conf := #{idle_timeout := Idle}, received := <<>>} = S) ->
-    ok = inet:setopts(Sock, [{active, once}]),
-    receive
-        {tcp, Sock, Data} -> request(S#{received := Data});
-        {tcp_closed, Sock} -> ok;
-        {tcp_error, Sock, _} -> gen_tcp:close(Sock);
-        {erlpy_http, stop} -> gen_tcp:close(Sock)
-    after Idle ->
+%% the previous request; otherwise the socket is active (?ACTIVE_N), so a
+%% stop request closes an idle keep-alive connection at once.  The socket
+%% does not close itself when the client half-closes (exit_on_close is
+%% false): the response to a request sent just before still goes out.
+idle(#{socket := Sock, conf := #{idle_timeout := Idle}, received := <<>>} = S0) ->
+    case activate(S0) of
+        {ok, S} ->
+            receive
+                {tcp, Sock, Data} -> request(S#{received := Data});
+                {tcp_passive, Sock} -> idle(S#{active := false});
+                {tcp_closed, Sock} -> gen_tcp:close(Sock);
+                {tcp_error, Sock, _} -> gen_tcp:close(Sock);
+                {erlpy_http, stop} -> gen_tcp:close(Sock)
+            after Idle ->
+                    gen_tcp:close(Sock)
+            end;
+        error ->
             gen_tcp:close(Sock)
     end;
 idle(S) ->
     request(S).
+
+activate(#{active := true} = S) ->
+    {ok, S};
+activate(#{socket := Sock} = S) ->
+    case inet:setopts(Sock, [{active, ?ACTIVE_N}]) of
+        ok -> {ok, S#{active := true}};
+        {error, _} -> error
+    end.
+
+%% A body is read by its pump with gen_tcp:recv/3: the socket stops sending
+%% messages, and the bytes it sent already go before the rest.  (A close or
+%% error it reported stays in the mailbox; a receive reports it again.)
+passive(#{active := false} = S) ->
+    S;
+passive(#{socket := Sock} = S) ->
+    _ = inet:setopts(Sock, [{active, false}]),
+    flush_received(S#{active := false}).
+
+flush_received(#{socket := Sock, received := Bytes} = S) ->
+    receive
+        {tcp, Sock, Data} -> flush_received(S#{received := <<Bytes/binary, Data/binary>>});
+        {tcp_passive, Sock} -> flush_received(S)
+    after 0 ->
+            S
+    end.
 
 %% The request head is parsed from the bytes received (erlang:decode_packet,
 %% the parser gen_tcp's http packet mode uses), receiving more as needed:
@@ -118,15 +155,27 @@ headers(#{received := Bytes, conf := Conf} = S, Deadline, Line, Acc, Count, Size
             {error, 431, <<"header line too long">>}
     end.
 
-receive_more(#{socket := Sock, received := Bytes} = S, Deadline) ->
+receive_more(#{socket := Sock, received := Bytes, active := Active} = S, Deadline) ->
     Left = case Deadline of
                infinity -> infinity;
                _ -> max(0, Deadline - erlang:monotonic_time(millisecond))
            end,
-    case gen_tcp:recv(Sock, 0, Left) of
-        {ok, Data} -> {ok, S#{received := <<Bytes/binary, Data/binary>>}};
-        {error, timeout} -> {error, 408, <<"header timeout">>};
-        {error, _} -> closed
+    case Active of
+        true ->
+            receive
+                {tcp, Sock, Data} -> {ok, S#{received := <<Bytes/binary, Data/binary>>}};
+                {tcp_passive, Sock} -> receive_more(S#{active := false}, Deadline);
+                {tcp_closed, Sock} -> closed;
+                {tcp_error, Sock, _} -> closed
+            after Left ->
+                    {error, 408, <<"header timeout">>}
+            end;
+        false ->
+            case gen_tcp:recv(Sock, 0, Left) of
+                {ok, Data} -> {ok, S#{received := <<Bytes/binary, Data/binary>>}};
+                {error, timeout} -> {error, 408, <<"header timeout">>};
+                {error, _} -> closed
+            end
     end.
 
 then({ok, S}, Next) -> Next(S);
@@ -165,9 +214,12 @@ with_framing(S, Method, Path, Version, Headers, Lower, Expect) ->
         {error, Status, Why} -> fail(S, Status, Why, Method)
     end.
 
-serve(#{socket := Sock, conf := Conf} = S, Method, Path, Version, Headers,
-      Lower, Framing, Expect0) ->
+serve(S0, Method, Path, Version, Headers, Lower, Framing, Expect0) ->
     Start = erlang:monotonic_time(microsecond),
+    #{socket := Sock, conf := Conf} = S = case Framing of
+                                              none -> S0;
+                                              _ -> passive(S0)
+                                          end,
     Expect = Expect0 andalso Framing =/= none andalso Framing =/= {length, 0},
     %% A body small enough to be read before the app gets its 100 now; a
     %% bigger one when the app first waits for it.
@@ -233,7 +285,8 @@ run(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Start, Method, Pa
     Opts = Gate#{notify_read => Expect, would_block => fun() -> backlogged(Sock) end},
     {Result, R} = case Conf of
                       #{interface := asgi} ->
-                          erlpy_http_asgi:run(Conf, Req#{lower => Lower, socket => Sock, pump => Pump, kept => Kept},
+                          erlpy_http_asgi:run(Conf, Req#{lower => Lower, socket => Sock, pump => Pump, kept => Kept,
+                                                         active => maps:get(active, S)},
                                               Input, {fun respond/2, R0}, Opts);
                       _ ->
                           py_wsgi:run(maps:get(app, Conf), py_wsgi:environ(Req), Input, {fun respond/2, R0}, Opts)

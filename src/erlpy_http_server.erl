@@ -35,10 +35,12 @@ start_link(Config0) ->
 listen(#{port := Port, ip := Ip, body_timeout := SendTimeout} = Config) ->
     %% Accepted sockets inherit these.  `buffer' is the most one receive
     %% returns (the driver hands over exactly what arrived): 64 KiB pieces
-    %% of a large body, not its default of one segment.
+    %% of a large body, not its default of one segment.  exit_on_close
+    %% false: a client that half-closes after its request (the socket is
+    %% active while no body is read) still gets the response.
     SockOpts = [binary, {ip, Ip}, {active, false}, {reuseaddr, true}, {backlog, 1024},
                 {nodelay, true}, {packet, raw}, {buffer, 65536},
-                {send_timeout, SendTimeout}, {send_timeout_close, true}
+                {send_timeout, SendTimeout}, {send_timeout_close, true}, {exit_on_close, false}
                | erlpy_nodes_http:reuseport(Config)],
     case gen_tcp:listen(Port, SockOpts) of
         {ok, Listen} ->
