@@ -275,7 +275,7 @@ class _Request:
         self.credit = None     # a future while send() waits for a credit
 
     def scope(self, parts, state):
-        method, raw_path, query, version, headers, client, server, scheme = parts
+        method, raw_path, query, version, headers, client, server, scheme, root_path = parts
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -285,7 +285,7 @@ class _Request:
             "path": urllib.parse.unquote(raw_path.decode("latin-1")),
             "raw_path": raw_path,
             "query_string": query,
-            "root_path": "",
+            "root_path": root_path.decode("latin-1"),
             "headers": headers,
             "client": (client[0].decode("ascii"), client[1]),
             "server": (server[0].decode("ascii"), server[1]),

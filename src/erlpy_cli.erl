@@ -19,7 +19,7 @@
                   "--worker-connections", "--limit-request-fields", "-t", "--timeout", "--header-timeout",
                   "--keep-alive", "--graceful-timeout", "--python-path", "--pythonpath", "--chdir",
                   "--access-log", "--access-logfile", "--log-level", "-w", "--workers", "--max-requests",
-                  "--interface"]).
+                  "--interface", "--forwarded-allow-ips", "--root-path"]).
 
 
 -define(HELP, "usage: erlpy serve [OPTIONS] MODULE:CALLABLE
@@ -51,6 +51,13 @@ gunicorn (MODULE alone means MODULE:application).
       --graceful-timeout SECONDS
                              on SIGTERM/SIGINT, time requests in flight have
                              to finish (default 30)
+      --forwarded-allow-ips IPS
+                             proxies trusted for X-Forwarded-Proto and
+                             X-Forwarded-For: comma-separated addresses, or
+                             '*' for all (default 127.0.0.1,::1)
+      --no-proxy-headers     ignore X-Forwarded-* from every peer
+      --root-path PATH       where a proxy mounts the app: SCRIPT_NAME, the
+                             ASGI root_path (default: none)
       --interface auto|wsgi|asgi
                              how to call the app; auto: ASGI if it is a
                              coroutine function or its __call__ is one
@@ -162,6 +169,18 @@ option(["--log-level", V | Rest], O) ->
                 _ -> throw({usage, "--log-level: expected debug, info, warning, error or critical"})
             end,
     options(Rest, O#{log_level := Level});
+option(["--forwarded-allow-ips", "*" | Rest], O) ->
+    options(Rest, http(forwarded_allow_ips, all, O));
+option(["--forwarded-allow-ips", V | Rest], O) ->
+    Ips = [case inet:parse_strict_address(string:trim(A)) of
+               {ok, Ip} -> Ip;
+               {error, _} -> throw({usage, "--forwarded-allow-ips: not an IP address: " ++ A})
+           end || A <- string:split(V, ",", all), string:trim(A) =/= ""],
+    options(Rest, http(forwarded_allow_ips, Ips, O));
+option(["--no-proxy-headers" | Rest], O) ->
+    options(Rest, http(proxy_headers, false, O));
+option(["--root-path", V | Rest], O) ->
+    options(Rest, http(root_path, unicode:characters_to_binary(string:trim(V, trailing, "/")), O));
 option(["--interface", V | Rest], O) ->
     case lists:member(V, ["auto", "wsgi", "asgi"]) of
         true -> options(Rest, http(interface, list_to_atom(V), O));

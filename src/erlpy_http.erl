@@ -30,6 +30,9 @@
                      max_workers => pos_integer() | infinity,
                      max_waiting => non_neg_integer(),
                      access_log => boolean(),
+                     proxy_headers => boolean(),
+                     forwarded_allow_ips => erlpy_http_proxy:allowed(),
+                     root_path => binary(),
                      python_logging => boolean(),
                      graceful_timeout => timeout(),
                      worker_nodes => non_neg_integer(),
@@ -54,6 +57,9 @@
                     buffer_body => 131072,
                     max_waiting => 1024,
                     access_log => true,
+                    proxy_headers => true,
+                    forwarded_allow_ips => [{127, 0, 0, 1}, {0, 0, 0, 0, 0, 0, 0, 1}],
+                    root_path => <<>>,
                     graceful_timeout => 30000}).
 
 %% @doc Starts a server linked to the caller (not under erlpy's
@@ -121,6 +127,14 @@ connections(Server) ->
 config(Opts) when is_map(Opts) ->
     maps:is_key(app, Opts) orelse error(badarg),
     lists:member(maps:get(interface, Opts, auto), [auto, wsgi, asgi]) orelse error(badarg),
-    maps:merge(?DEFAULTS, Opts);
+    Config = maps:merge(?DEFAULTS, Opts),
+    #{proxy_headers := Proxy, forwarded_allow_ips := Allowed, root_path := Root} = Config,
+    is_boolean(Proxy) andalso is_binary(Root) andalso
+        (Allowed =:= all orelse is_list(Allowed) andalso lists:all(fun is_ip/1, Allowed))
+        orelse error(badarg),
+    Config;
 config(_) ->
     error(badarg).
+
+is_ip(Ip) ->
+    inet:is_ip_address(Ip).

@@ -68,7 +68,7 @@ run(Conf, #{socket := Sock, pump := Pump, kept := Kept} = Req, Input, {Handler, 
     Scope = #{method => maps:get(method, Req), path => maps:get(path, Req),
               version => maps:get(version, Req), headers => maps:get(lower, Req),
               client => {maps:get(remote_addr, Req), maps:get(remote_port, Req)},
-              server => Server, scheme => <<"http">>},
+              server => Server, scheme => maps:get(scheme, Req), root_path => maps:get(script_name, Req)},
     case py_asgi:submit(Rid, maps:get(app, Conf), maps:get(asgi_server, Conf, none), Scope, Input,
                         #{notify_read => maps:get(notify_read, Opts, false)}) of
         {ok, Request} ->

@@ -4,7 +4,7 @@
 %% WSGI app with `py_wsgi' and writes the response as the app produces it.
 -module(erlpy_http_conn).
 
--export([init/2]).
+-export([init/2, lower/1, trim/1]).
 
 -include_lib("kernel/include/logger.hrl").
 
@@ -25,8 +25,8 @@ init(Socket, Conf) ->
     receive
         {erlpy_http, go} ->
             Peer = case inet:peername(Socket) of
-                       {ok, {Addr, Port}} -> {list_to_binary(inet:ntoa(Addr)), Port};
-                       _ -> {<<>>, 0}
+                       {ok, {Addr, Port}} -> {Addr, list_to_binary(inet:ntoa(Addr)), Port};
+                       _ -> {undefined, <<>>, 0}
                    end,
             try
                 idle(#{socket => Socket, conf => Conf, peer => Peer, received => <<>>, active => false})
@@ -270,12 +270,13 @@ body_error_status(bad_chunk) -> {400, <<"bad chunked encoding">>};
 body_error_status(timeout) -> {408, <<"request body timeout">>};
 body_error_status(_) -> {500, <<"internal server error">>}.
 
-run(#{socket := Sock, conf := Conf, peer := {Addr, Port}} = S, Start, Method, Path, Version,
+run(#{socket := Sock, conf := Conf, peer := Peer} = S, Start, Method, Path, Version,
     Headers, Lower, Framing, Expect, {Input, Pump, Kept}) ->
+    {Scheme, {Addr, Port}} = erlpy_http_proxy:client(Conf, Lower, Peer),
     Req = #{method => Method, path => Path, version => Version,
             headers => Headers, server_name => server_name(Lower, Sock),
             server_port => maps:get(port, Conf), remote_addr => Addr,
-            remote_port => Port},
+            remote_port => Port, scheme => Scheme, script_name => maps:get(root_path, Conf)},
     R0 = #{sock => Sock, version => Version, head => Method =:= <<"HEAD">>,
            keep_alive => keep_alive(Version, Lower, Framing), expect => Expect,
            pump => Pump, status => 0, sent => false, pending => [], framing => none,
@@ -570,14 +571,18 @@ framing(Lower, #{conf := #{max_body := Max}}) ->
         {[], _} -> {error, 400, <<"conflicting Content-Length">>}
     end.
 
-%% Header names and the tokens compared here are ASCII: no need for the
-%% Unicode case mapping of string:lowercase/1, which costs more.
+%% @doc ASCII lower case.  Header names and the tokens compared here are
+%% ASCII: no need for the Unicode case mapping of string:lowercase/1,
+%% which costs more.
+-spec lower(binary()) -> binary().
 lower(B) ->
     << <<(if C >= $A, C =< $Z -> C + 32; true -> C end)>> || <<C>> <= B >>.
 
-%% Field values are bytes, not UTF-8 (obs-text is any byte from 0x80):
-%% never `string:' functions on them, they raise on invalid UTF-8.  This
-%% removes the optional whitespace (SP, HTAB) around a value or list item.
+%% @doc Removes the optional whitespace (SP, HTAB) around a field value or
+%% list item.  Field values are bytes, not UTF-8 (obs-text is any byte
+%% from 0x80): never `string:' functions on them, they raise on invalid
+%% UTF-8.
+-spec trim(binary()) -> binary().
 trim(B) ->
     trim_trailing(trim_leading(B)).
 

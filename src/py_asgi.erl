@@ -48,7 +48,8 @@
 -opaque request() :: #request{}.
 -type scope() :: #{method := binary(), path := binary(), version := {non_neg_integer(), non_neg_integer()},
                    headers := [{binary(), binary()}], client => {binary(), inet:port_number()},
-                   server => {binary(), inet:port_number()}, scheme => binary()}.
+                   server => {binary(), inet:port_number()}, scheme => binary(),
+                   root_path => binary()}.
 -type server_id() :: integer() | none.
 -export_type([request/0, scope/0, server_id/0]).
 
@@ -56,7 +57,7 @@
 %% HTTP request on a loop.  `Scope': `method', `path' (the request target as
 %% received, query included), `version', `headers' (names lower-case, in
 %% order), `client' and `server' ({Host, Port}), `scheme' (default
-%% `<<"http">>').  `Input' is the body, or `none' for a request without
+%% `<<"http">>'), `root_path' (default empty).  `Input' is the body, or `none' for a request without
 %% one.  `Server' is what `startup/1' returned (its lifespan state
 %% is the scope's `state'), or `none'.  With `#{notify_read => true}' the
 %% caller gets `{py_buffer_reading, Rid}' when the app first waits for body
@@ -76,7 +77,8 @@ submit(Rid, App, Server, #{method := Method, path := Target, version := {Major, 
                   _ -> <<(integer_to_binary(Major))/binary, ".", (integer_to_binary(Minor))/binary>>
               end,
     Parts = {Method, RawPath, Query, Version, Headers, maps:get(client, Scope, {<<>>, 0}),
-             maps:get(server, Scope, {<<"localhost">>, 80}), maps:get(scheme, Scope, <<"http">>)},
+             maps:get(server, Scope, {<<"localhost">>, 80}), maps:get(scheme, Scope, <<"http">>),
+             maps:get(root_path, Scope, <<>>)},
     _ = Input =/= none andalso maps:get(notify_read, Opts, false) andalso py_nif:buffer_notify_read(Input, Rid),
     %% The loop hears of this process's death: once per process and loop.
     Monitor = get({?MODULE, Inbox}) =:= undefined,

@@ -122,16 +122,20 @@ job(#{gate := Gate} = S, Ctx, Function, Args, Admit) ->
 %% @doc The CGI variables of a request, as binaries, from its parts:
 %% `method', `path' (the raw request target), `version' ({Major, Minor}),
 %% `headers' ([{Name, Value}] as received), `server_name', `server_port',
-%% `remote_addr', `remote_port', `scheme'.
+%% `remote_addr', `remote_port', `scheme', `script_name' (where the app is
+%% mounted, default empty: `SCRIPT_NAME', and taken off the front of
+%% `PATH_INFO' when the path starts with it, as gunicorn does).
 -spec environ(map()) -> map().
 environ(#{method := Method, path := Target, version := {Major, Minor}, headers := Headers} = R) ->
     {Path, Query} = case binary:split(Target, <<"?">>) of
                         [P, Q] -> {P, Q};
                         [P] -> {P, <<>>}
                     end,
+    Script = maps:get(script_name, R, <<>>),
+    PathInfo = under(Script, percent_decode(Path)),
     Base = #{<<"REQUEST_METHOD">> => Method,
-             <<"SCRIPT_NAME">> => <<>>,
-             <<"PATH_INFO">> => percent_decode(Path),
+             <<"SCRIPT_NAME">> => Script,
+             <<"PATH_INFO">> => PathInfo,
              <<"QUERY_STRING">> => Query,
              <<"RAW_URI">> => Target,
              <<"SERVER_NAME">> => maps:get(server_name, R, <<"localhost">>),
@@ -144,6 +148,17 @@ environ(#{method := Method, path := Target, version := {Major, Minor}, headers :
     lists:foldl(fun add_header/2, Base, Headers).
 
 %% ------------------------------------------------------------------ internal
+
+%% The path below the mount point, when it is below it.
+under(<<>>, Path) ->
+    Path;
+under(Script, Path) ->
+    N = byte_size(Script),
+    case Path of
+        <<Script:N/binary>> -> <<>>;
+        <<Script:N/binary, $/, _/binary>> -> binary_part(Path, N, byte_size(Path) - N);
+        _ -> Path
+    end.
 
 add_header({Name, Value}, Env) ->
     Key = case upper(Name) of

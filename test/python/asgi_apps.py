@@ -122,6 +122,7 @@ async def bad_header(scope, receive, send):
 ROUTES = {
     "/hello": hello,
     "/scope": scope_json,
+    "/api/scope": scope_json,
     "/scope/caf\u00e9 x": scope_json,
     "/echo": echo_events,
     "/sleep": sleep1,

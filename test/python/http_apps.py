@@ -158,6 +158,11 @@ def make_flask_app():
             n += len(chunk)
         return f"{n} {h.hexdigest()}"
 
+    @f.get("/url")
+    def url():
+        # What an unchanged app builds behind a proxy: scheme, host, mount point.
+        return f"{flask.url_for('url', _external=True)} {flask.request.remote_addr}"
+
     @f.get("/streamed")
     def streamed():
         def gen():
