@@ -4,6 +4,9 @@
 %% work before it answers.  What each step costs in CPU per request, against
 %% uWSGI in the same run, tells where erlpy's cost is.
 %%
+%% A request with `Connection: close' is answered, then the connection
+%% closed (bench_floor.py --close).
+%%
 %% Modes: `none' (parse the head with erlang:decode_packet/3, answer),
 %% `call' (plus one py:call(operator, add, [1, 2]): the trip to a Python
 %% worker and back), `environ' (plus the WSGI environ built by
@@ -46,10 +49,15 @@ request(S, Mode, Bytes) ->
 headers(S, Mode, Bytes, Line, Acc) ->
     case erlang:decode_packet(httph_bin, Bytes, []) of
         {ok, http_eoh, Rest} ->
+            Close = lists:member({<<"Connection">>, <<"close">>}, Acc),
             ok = gen_tcp:send(S, [<<"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                                    "Content-Length: 13\r\nDate: Mon, 30 Nov 2026 14:00:00 GMT\r\n\r\n">>,
+                                    "Content-Length: 13\r\nDate: Mon, 30 Nov 2026 14:00:00 GMT\r\n">>,
+                                  [<<"Connection: close\r\n">> || Close], <<"\r\n">>,
                                   work(Mode, Line, lists:reverse(Acc))]),
-            loop(S, Mode, Rest);
+            case Close of
+                true -> gen_tcp:close(S);
+                false -> loop(S, Mode, Rest)
+            end;
         {ok, {http_header, _, Name, _, Value}, Rest} ->
             N = if is_atom(Name) -> atom_to_binary(Name); true -> Name end,
             headers(S, Mode, Rest, Line, [{N, Value} | Acc]);

@@ -9,7 +9,8 @@ request path against erlpy itself and uWSGI, same app, same run.
     uwsgi     uWSGI, 2 processes (as bench/bench_wsgi.py starts it)
 
 Each server is started in its own session, warmed up with wrk for 1 s and
-measured with `wrk -t2 -c50 -d5s` (GET /), in rounds (--rounds, default 3),
+measured with `wrk -t2 -c50 -d5s` (GET /; with --close, `Connection: close`
+on every request: a new connection each), in rounds (--rounds, default 3),
 every server once per round in turn.  Printed per server: requests/s and the
 CPU time of all its processes per request, the median over the rounds, with
 the split of the BEAM's threads (schedulers, Python workers, the rest, from
@@ -58,7 +59,7 @@ def wait_ready(port, proc):
     raise SystemExit("the server did not start")
 
 
-def measure(kind, duration):
+def measure(kind, duration, extra):
     port = bench_wsgi.free_port()
     env = dict(os.environ, PYTHONPATH=HERE)
     proc = subprocess.Popen(command(kind, port), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
@@ -66,11 +67,11 @@ def measure(kind, duration):
                             start_new_session=True)
     try:
         wait_ready(port, proc)
-        bench_wsgi.run_wrk(port, 1)
+        bench_wsgi.run_wrk(port, 1, extra=extra)
         beams = [p for p in bench_servers.session_pids(proc.pid) if bench_servers.comm(p) == "beam.smp"]
         t0 = bench_wsgi.thread_cpu(beams[0]) if beams else {}
         c0 = bench_servers.session_cpu(proc.pid)
-        w = bench_wsgi.run_wrk(port, duration)
+        w = bench_wsgi.run_wrk(port, duration, extra=extra)
         c1 = bench_servers.session_cpu(proc.pid)
         t1 = bench_wsgi.thread_cpu(beams[0]) if beams else {}
         n = w["requests"]
@@ -90,14 +91,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--servers", default=",".join(KINDS))
+    ap.add_argument("--close", action="store_true", help="a new connection per request")
     args = ap.parse_args()
     kinds = [k for k in args.servers.split(",") if k]
     subprocess.run(["erlc", "-o", os.path.join(HERE, "ebin"), os.path.join(HERE, "bench_floor.erl")], check=True)
-    print("The request path, step by step (GET / -c50 keep-alive): %s" % bench_servers.describe())
+    extra = ("-H", "Connection: close") if args.close else ()
+    print("The request path, step by step (GET / -c50, %s): %s"
+          % ("Connection: close" if args.close else "keep-alive", bench_servers.describe()))
     results = {k: [] for k in kinds}
     for rnd in range(args.rounds):
         for kind in kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]:
-            r = measure(kind, args.duration)
+            r = measure(kind, args.duration, extra)
             results[kind].append(r)
             print("  round %d %-8s %8.0f requests/s %6.1f us CPU per request" % (rnd + 1, kind, r["rps"], r["us"]),
                   flush=True)
