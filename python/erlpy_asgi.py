@@ -285,9 +285,9 @@ class _Request:
             "path": urllib.parse.unquote(raw_path.decode("latin-1")),
             "raw_path": raw_path,
             "query_string": query,
-            "root_path": root_path.decode("latin-1"),
+            "root_path": root_path.decode("utf-8", "replace"),
             "headers": headers,
-            "client": (client[0].decode("ascii"), client[1]),
+            "client": (client[0].decode("latin-1"), client[1]),
             "server": (server[0].decode("ascii"), server[1]),
             "state": dict(state) if state is not None else {},
         }

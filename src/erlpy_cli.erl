@@ -179,8 +179,10 @@ option(["--forwarded-allow-ips", V | Rest], O) ->
     options(Rest, http(forwarded_allow_ips, Ips, O));
 option(["--no-proxy-headers" | Rest], O) ->
     options(Rest, http(proxy_headers, false, O));
-option(["--root-path", V | Rest], O) ->
+option(["--root-path", "/" ++ _ = V | Rest], O) ->
     options(Rest, http(root_path, unicode:characters_to_binary(string:trim(V, trailing, "/")), O));
+option(["--root-path", V | _], _) ->
+    throw({usage, "--root-path: expected a path starting with /, got " ++ V});
 option(["--interface", V | Rest], O) ->
     case lists:member(V, ["auto", "wsgi", "asgi"]) of
         true -> options(Rest, http(interface, list_to_atom(V), O));

@@ -129,12 +129,23 @@ config(Opts) when is_map(Opts) ->
     lists:member(maps:get(interface, Opts, auto), [auto, wsgi, asgi]) orelse error(badarg),
     Config = maps:merge(?DEFAULTS, Opts),
     #{proxy_headers := Proxy, forwarded_allow_ips := Allowed, root_path := Root} = Config,
-    is_boolean(Proxy) andalso is_binary(Root) andalso
-        (Allowed =:= all orelse is_list(Allowed) andalso lists:all(fun is_ip/1, Allowed))
-        orelse error(badarg),
-    Config;
+    is_boolean(Proxy) andalso ips(Allowed) orelse error(badarg),
+    Config#{root_path := mount_point(Root)};
 config(_) ->
     error(badarg).
 
-is_ip(Ip) ->
-    inet:is_ip_address(Ip).
+ips(all) ->
+    true;
+ips(Allowed) ->
+    try lists:all(fun inet:is_ip_address/1, Allowed) catch error:_ -> false end.
+
+%% "" or "/a/b": no trailing slash (SCRIPT_NAME "/" is invalid, PEP 3333).
+mount_point(<<>>) ->
+    <<>>;
+mount_point(<<"/", _/binary>> = Root) ->
+    case binary:last(Root) of
+        $/ -> mount_point(binary:part(Root, 0, byte_size(Root) - 1));
+        _ -> Root
+    end;
+mount_point(_) ->
+    error(badarg).

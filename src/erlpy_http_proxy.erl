@@ -47,8 +47,8 @@ client(#{proxy_headers := true, forwarded_allow_ips := Allowed}, Lower, {Ip, Add
 client(_Conf, _Lower, {_Ip, Addr, Port}) ->
     {<<"http">>, {Addr, Port}}.
 
-trusted(_Ip, all) -> true;
 trusted(undefined, _Allowed) -> false;
+trusted(_Ip, all) -> true;
 trusted(Ip, Allowed) -> lists:member(normal(Ip), Allowed).
 
 %% An IPv4 peer of an IPv6 socket (::ffff:a.b.c.d) is that IPv4 address.
@@ -58,14 +58,15 @@ normal(Ip) -> Ip.
 %% Every proxy appends the address it got the request from: the client is
 %% the rightmost entry that is not a trusted proxy (the leftmost if all
 %% are).  `none' (the peer stays the client) when that entry is not an IP
-%% address (RFC 7239's `unknown', a name, garbage).
+%% address (RFC 7239's `unknown', a name, garbage).  The address is given
+%% as inet:ntoa/1 writes it, never as the client sent it.
 forwarded_for(Value, Allowed) ->
     Items = [I || I <- [erlpy_http_conn:trim(X) || X <- binary:split(Value, <<",">>, [global])], I =/= <<>>],
-    Parsed = [{I, parse(I)} || I <- Items],
-    case {[P || {_, Ip} = P <- lists:reverse(Parsed), not trusted(Ip, Allowed)], Parsed} of
-        {[{Client, Ip} | _], _} when Ip =/= undefined -> Client;
-        {[_ | _], _} -> none;
-        {[], [{Leftmost, _} | _]} -> Leftmost;
+    Ips = [parse(I) || I <- Items],
+    case {[Ip || Ip <- lists:reverse(Ips), not trusted(Ip, Allowed)], Ips} of
+        {[undefined | _], _} -> none;
+        {[Client | _], _} -> list_to_binary(inet:ntoa(normal(Client)));
+        {[], [Leftmost | _]} -> list_to_binary(inet:ntoa(normal(Leftmost)));
         {[], []} -> none
     end.
 

@@ -10,8 +10,9 @@
 
 all() ->
     [trusted_proxy_sets_scheme_and_client, mount_point, headers_ignored_from_untrusted_peers,
-     forwarded_for_skips_trusted_proxies, flask_behind_a_proxy, asgi_scope_behind_a_proxy, bad_options,
-     cli_options].
+     forwarded_for_skips_trusted_proxies, untrusted_bytes_never_reach_the_app, mount_point_normalised,
+     asgi_root_path_utf8, flask_behind_a_proxy, asgi_scope_behind_a_proxy, bad_options, cli_options,
+     pipelined_wsgi, pipelined_asgi].
 
 init_per_suite(Config) ->
     erlpy_test:start(Config).
@@ -67,6 +68,59 @@ forwarded_for_skips_trusted_proxies(_Config) ->
         ?assertEqual(<<"203.0.113.9">>, env(Port, "REMOTE_ADDR", ?PROXIED))
     end).
 
+%% What a client writes in X-Forwarded-For reaches the app only as an
+%% address inet:ntoa/1 wrote: non-ASCII bytes (an IPv6 zone id, or
+%% anything when every peer is trusted) never give an ASGI app a 500.
+untrusted_bytes_never_reach_the_app(_Config) ->
+    [begin
+         {ok, Srv} = erlpy_http:start(Opts#{app => <<"asgi_apps:app">>, port => 0, access_log => false}),
+         try
+             {ok, Scope} = py:call(json, loads, [get(erlpy_http:port(Srv), "/scope", [{"X-Forwarded-For", Value}])]),
+             ?assertMatch(#{<<"client">> := [Expected, _]}, Scope)
+         after
+             erlpy_http:stop(Srv)
+         end
+     end || {Opts, Value, Expected} <- [{#{forwarded_allow_ips => all}, [16#e9], <<"127.0.0.1">>},
+                                         {#{}, "fe80::1%" ++ [16#e9], <<"fe80::1">>},
+                                         {#{}, "::FFFF:1.2.3.4", <<"1.2.3.4">>}]],
+    with_server(#{forwarded_allow_ips => all}, fun(Port) ->
+        ?assertEqual(<<"127.0.0.1">>, env(Port, "REMOTE_ADDR", [{"X-Forwarded-For", "unknown"}]))
+    end).
+
+%% A trailing slash is dropped ("/" is no mount point at all: SCRIPT_NAME
+%% "/" is not allowed by PEP 3333).
+mount_point_normalised(_Config) ->
+    with_server(#{root_path => <<"/">>}, fun(Port) ->
+        ?assertEqual(<<>>, env(Port, "/header", "SCRIPT_NAME", [])),
+        ?assertEqual(<<"/header">>, env(Port, "/header", "PATH_INFO", []))
+    end),
+    with_server(#{root_path => <<"/api/">>}, fun(Port) ->
+        ?assertEqual(<<"/api">>, env(Port, "/api/header", "SCRIPT_NAME", [])),
+        ?assertEqual(<<"/header">>, env(Port, "/api/header", "PATH_INFO", []))
+    end).
+
+%% A UTF-8 root_path is the prefix of the ASGI path it mounts.
+asgi_root_path_utf8(_Config) ->
+    {ok, Srv} = erlpy_http:start(#{app => <<"asgi_apps:app">>, port => 0, access_log => false,
+                                   root_path => <<"/scope/caf", 16#c3, 16#a9>>}),
+    try
+        {ok, Scope} = py:call(json, loads, [get(erlpy_http:port(Srv), "/scope/caf%C3%A9%20x", [])]),
+        #{<<"path">> := Path, <<"root_path">> := Root} = Scope,
+        ?assertEqual(Root, binary:part(Path, 0, byte_size(Root)))
+    after
+        erlpy_http:stop(Srv)
+    end.
+
+%% 27 requests pipelined on one connection, sent 15 ms apart (more
+%% messages than the socket's active count), a slow one first and a POST
+%% whose body comes in two pieces in the middle: answered in order.
+pipelined_wsgi(_Config) ->
+    with_server(#{}, fun(Port) -> pipeline(Port, "/late-sha256?0.5", "/sha256") end).
+
+pipelined_asgi(_Config) ->
+    {ok, Srv} = erlpy_http:start(#{app => <<"asgi_apps:app">>, port => 0, access_log => false}),
+    try pipeline(erlpy_http:port(Srv), "/sleep", "/echo") after erlpy_http:stop(Srv) end.
+
 flask_behind_a_proxy(_Config) ->
     {ok, Srv} = erlpy_http:start(#{app => <<"http_apps:flask_app">>, port => 0, root_path => <<"/api">>,
                                    access_log => false}),
@@ -93,7 +147,8 @@ asgi_scope_behind_a_proxy(_Config) ->
 bad_options(_Config) ->
     [?assertError(badarg, erlpy_http:start(#{app => <<"http_apps:app">>, port => 0, Key => Value}))
      || {Key, Value} <- [{forwarded_allow_ips, ["127.0.0.1"]}, {forwarded_allow_ips, any},
-                         {proxy_headers, yes}, {root_path, "/api"}]].
+                         {forwarded_allow_ips, [{127, 0, 0, 1} | x]}, {proxy_headers, yes},
+                         {root_path, "/api"}, {root_path, <<"api">>}]].
 
 cli_options(_Config) ->
     {serve, #{http := H}} = erlpy_cli:parse(["serve", "m:app", "--forwarded-allow-ips", "10.0.0.1, ::1",
@@ -103,7 +158,9 @@ cli_options(_Config) ->
     ?assertMatch({serve, #{http := #{forwarded_allow_ips := all}}},
                  erlpy_cli:parse(["serve", "m:app", "--forwarded-allow-ips", "*"])),
     ?assertMatch({error, "--forwarded-allow-ips: not an IP address: nope"},
-                 erlpy_cli:parse(["serve", "m:app", "--forwarded-allow-ips", "nope"])).
+                 erlpy_cli:parse(["serve", "m:app", "--forwarded-allow-ips", "nope"])),
+    ?assertMatch({error, "--root-path: expected a path starting with /, got api"},
+                 erlpy_cli:parse(["serve", "m:app", "--root-path", "api"])).
 
 %% ------------------------------------------------------------------ helpers
 
@@ -129,3 +186,21 @@ request(Port, Path, Headers) ->
     {ok, _, Bytes} = erlpy_test_http:exchange(Port, [iolist_to_binary(Head)]),
     {ok, [{Status, _, Body}]} = erlpy_test_http:responses(Bytes, [<<"GET">>]),
     {Status, Body}.
+
+pipeline(Port, Slow, Post) ->
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}, {nodelay, true}]),
+    Get = fun(P) -> iolist_to_binary(["GET ", P, " HTTP/1.1\r\nHost: x\r\n\r\n"]) end,
+    Pieces = [Get(Slow)] ++ [Get("/hello") || _ <- lists:seq(1, 12)]
+        ++ [<<"POST ", (list_to_binary(Post))/binary, " HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n">>,
+            <<"01234">>, <<"56789">>]
+        ++ [Get("/hello") || _ <- lists:seq(1, 12)]
+        ++ [<<"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n">>],
+    [begin ok = gen_tcp:send(S, P), timer:sleep(15) end || P <- Pieces],
+    {ok, _, Bytes} = erlpy_test_http:recv_all(S, <<>>),
+    gen_tcp:close(S),
+    Methods = [<<"GET">> || _ <- lists:seq(1, 13)] ++ [<<"POST">>] ++ [<<"GET">> || _ <- lists:seq(1, 13)],
+    {ok, Rs} = erlpy_test_http:responses(Bytes, Methods),
+    ?assertEqual(27, length(Rs)),
+    ?assertEqual(27, length([ok || {200, _, _} <- Rs])),
+    ?assertEqual(25, length([ok || {200, _, <<"Hello, World!">>} <- Rs])),
+    ?assertNotEqual(<<"Hello, World!">>, element(3, lists:nth(14, Rs))). %% the POST's

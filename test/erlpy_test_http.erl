@@ -2,7 +2,7 @@
 %% strict parser of what comes back, so a test sees the bytes on the wire
 %% (a client library would forgive or hide them).
 -module(erlpy_test_http).
--export([exchange/2, exchange/3, responses/2, method/1]).
+-export([exchange/2, exchange/3, responses/2, method/1, recv_all/2]).
 
 %% @doc Connects to 127.0.0.1:Port, sends the pieces (separate sends),
 %% half-closes and reads to the end: `{ok, closed | reset, Bytes}'.
@@ -21,8 +21,9 @@ exchange(Port, Pieces, Opts) ->
     gen_tcp:close(S),
     Result.
 
-%% To the end of the stream: a close, or a reset after the server closed
-%% with request bytes unread (what arrived before must still parse).
+%% @doc To the end of the stream: a close, or a reset after the server
+%% closed with request bytes unread (what arrived before must still parse).
+-spec recv_all(gen_tcp:socket(), binary()) -> {ok, closed | reset, binary()} | {term(), binary()}.
 recv_all(S, Acc) ->
     case gen_tcp:recv(S, 0, 15000) of
         {ok, Data} -> recv_all(S, <<Acc/binary, Data/binary>>);
