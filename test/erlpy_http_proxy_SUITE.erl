@@ -20,6 +20,14 @@ init_per_suite(Config) ->
 end_per_suite(Config) ->
     erlpy_test:stop(Config).
 
+init_per_testcase(flask_behind_a_proxy, Config) ->
+    erlpy_test:need_python_module(flask, Config);
+init_per_testcase(_Case, Config) ->
+    Config.
+
+end_per_testcase(_Case, _Config) ->
+    ok.
+
 -define(PROXIED, [{"X-Forwarded-Proto", "https"}, {"X-Forwarded-For", "203.0.113.9, 10.0.0.2"}]).
 
 trusted_proxy_sets_scheme_and_client(_Config) ->
