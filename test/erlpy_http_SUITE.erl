@@ -713,6 +713,14 @@ unread_body_then_close_once(Config) ->
                           integer_to_binary(byte_size(Body)), <<"\r\n\r\n">>, Body]),
     case recv_all(S) of
         {ok, <<"HTTP/1.1 200", _/binary>>} = Ok -> Ok;
+        %% The whole response read, then a reset (seen once under ASan in
+        %% a full run, the server closing with body bytes still coming):
+        %% the answer was not destroyed, which is what this tests.
+        {error, econnreset, <<"HTTP/1.1 200", _/binary>> = Resp} ->
+            case binary:longest_common_suffix([Resp, <<"\r\n\r\nHello, World!">>]) of
+                17 -> {ok, Resp};
+                _ -> {error, econnreset, Resp}
+            end;
         Other -> Other
     end.
 
