@@ -422,10 +422,7 @@ segfault_in_a_worker_node_leaves_this_node_up(_) ->
 %% A pool that ends (here one of our own, over a node started apart, which
 %% lives on) cancels the calls it carried there: nobody waits for them.
 pool_end_cancels_its_calls(_) ->
-    Paths = [P || P <- code:get_path(), not lists:prefix(code:lib_dir(), P)],
-    {ok, Peer, Node} = peer:start(#{name => "ct_nodes_" ++ os:getpid() ++ "_pool",
-                                    exec => {filename:join(os:getenv("BINDIR"), "erlexec"), []},
-                                    args => ["-setcookie", atom_to_list(erlang:get_cookie()), "-pa" | Paths]}),
+    {ok, Peer, Node} = start_peer("_pool"),
     try
         {ok, Pool} = py_nodes:start_link(#{name => ct_own_pool, count => 0}),
         unlink(Pool),
@@ -445,10 +442,7 @@ pool_end_cancels_its_calls(_) ->
     end.
 
 separately_started_node_joins_and_leaves(_) ->
-    Paths = [P || P <- code:get_path(), not lists:prefix(code:lib_dir(), P)],
-    {ok, Peer, Node} = peer:start(#{name => "ct_nodes_" ++ os:getpid() ++ "_extra",
-                                    exec => {filename:join(os:getenv("BINDIR"), "erlexec"), []},
-                                    args => ["-setcookie", atom_to_list(erlang:get_cookie()), "-pa" | Paths]}),
+    {ok, Peer, Node} = start_peer("_extra"),
     try
         {ok, 3} = py_nodes:add(Node),
         {ok, 3} = py_nodes:add(Node),
@@ -490,3 +484,10 @@ collect(Port, Acc) ->
         {Port, {exit_status, _}} -> Acc
     after 60000 -> error({no_exit, Acc})
     end.
+
+%% A node started apart from any pool, with this node's code path.
+start_peer(Suffix) ->
+    Paths = [P || P <- code:get_path(), not lists:prefix(code:lib_dir(), P)],
+    peer:start(#{name => "ct_nodes_" ++ os:getpid() ++ Suffix,
+                 exec => {filename:join(os:getenv("BINDIR"), "erlexec"), []},
+                 args => ["-setcookie", atom_to_list(erlang:get_cookie()), "-pa" | Paths]}).
