@@ -133,8 +133,9 @@ wait(#{rid := Rid, sock := Sock, pump := Pump, watch := Watch, deadline := Deadl
             wait(S#{watch := Watch2});
         {tcp, Sock, Data} when Watch =:= on ->
             %% A pipelined request: the client is there.  Its bytes go back
-            %% to the connection, which reads them after this response (the
-            %% socket is passive again: {active, once}).
+            %% to the connection, which reads them after this response (a
+            %% socket watched with {active, once} is passive again; one the
+            %% connection keeps active sends the rest as messages).
             wait(S#{watch := done, early := Data});
         {tcp_closed, Sock} when Watch =:= on ->
             gone(S#{watch := done});

@@ -78,9 +78,8 @@ run(App, Environ, Input, {Handler, HState}, Opts) when is_function(Handler, 2), 
         _ -> ok
     end,
     Log = maps:get(on_log, Opts, fun(Text) -> logger:warning("wsgi.errors: ~ts", [Text]) end),
-    Gate = case Opts of #{gate := G} -> #{gate => G}; _ -> #{} end,
     S = #{rid => Rid, acks => Acks, input => Input, handler => Handler, hstate => HState,
-          log => Log, sent => false, gone => false, gate => Gate,
+          log => Log, sent => false, gone => false, gate => maps:with([gate], Opts),
           would_block => maps:get(would_block, Opts, fun() -> false end),
           blocking => false, acked_after => none, delivered => 0, reply => none},
     job(S, maps:get(context, Opts, any), run, Args, first);
